@@ -1,0 +1,70 @@
+# transferlab: `make` lists the targets. Every pipeline target takes
+#   CONFIG=path/to.yaml  SET='dotted.key=value other.key=value'
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KERNEL := transferlab
+CONFIG ?= configs/cifar10_resnet50.yaml
+SET ?=
+PYTEST_ARGS ?=
+
+RUN_STAGE = $(BIN)/python -m transferlab $(1) --config "$(CONFIG)" --set "$(SET)"
+
+.PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam report bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  Pipeline targets take CONFIG=configs/<name>.yaml and SET='phase1.epochs=3 train.batch_size=32'"
+
+# Re-installs only when pyproject.toml is newer than the stamp: a second run installs nothing.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (transferlab)"
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install the package (only when missing or pyproject.toml changed)
+
+test: setup ## Run the default test suite (no network, CPU, < 15 min)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: setup ## Run the slow tests too
+	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+lint: setup ## ruff check + ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo: setup ## The whole pipeline offline on the embedded digits dataset
+	$(BIN)/python -m transferlab demo --config configs/demo.yaml --set "$(SET)"
+
+train-phase1: setup ## Phase 1: train the head on a frozen backbone
+	$(call RUN_STAGE,train-phase1)
+
+train-phase2: setup ## Phase 2: fine-tune from phase2.unfreeze_from (conv5)
+	$(call RUN_STAGE,train-phase2)
+
+evaluate: setup ## Evaluate the best model on eval.split
+	$(call RUN_STAGE,evaluate)
+
+gradcam: setup ## Grad-CAM overlays for the best model
+	$(call RUN_STAGE,gradcam)
+
+report: setup ## Write the day-checkpoint report from the run files
+	$(call RUN_STAGE,report)
+
+bench: setup ## Benchmarks (results in outputs/bench, summary in docs/benchmarks.md)
+	$(call RUN_STAGE,bench)
+
+clean: ## Remove outputs, models and checkpoints (keeps .venv)
+	rm -rf outputs/* models/* checkpoints/* .pytest_cache .ruff_cache
+	@touch outputs/.gitkeep models/.gitkeep checkpoints/.gitkeep

@@ -1,0 +1,49 @@
+"""Command line for make: ``python -m transferlab <stage> --config X --set 'a.b=1 c=2'``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from transferlab.config import ConfigError, load_config
+from transferlab.data import DataError
+
+# Stage name -> "module:function"; each function takes the resolved Config.
+STAGES = {
+    "prepare-data": "transferlab.workflow:prepare_data",
+}
+DEMO_STAGES = ["prepare-data"]
+
+
+def run_stage(stage: str, cfg) -> object:
+    if stage not in STAGES:
+        raise NotImplementedError(f"`{stage}` is not yet available in this version of transferlab")
+    module_name, function_name = STAGES[stage].split(":")
+    return getattr(importlib.import_module(module_name), function_name)(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="transferlab", description=__doc__)
+    parser.add_argument("stage", help="one of: " + ", ".join([*STAGES, "demo"]))
+    parser.add_argument("--config", default=None, help="YAML config (configs/*.yaml)")
+    parser.add_argument("--set", default="", help="overrides: 'phase1.epochs=3 seed=1'")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+        stages = DEMO_STAGES if args.stage == "demo" else [args.stage]
+        for stage in stages:
+            print(f"[transferlab] {stage}", flush=True)
+            result = run_stage(stage, cfg)
+            if result is not None:
+                print(f"[transferlab] {stage}: {result}", flush=True)
+    except NotImplementedError as err:
+        print(f"transferlab: {err}", file=sys.stderr)
+        return 2
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"transferlab: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("transferlab: interrupted", file=sys.stderr)
+        return 130
+    return 0

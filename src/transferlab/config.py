@@ -1,0 +1,406 @@
+"""Experiment configuration: plain dataclasses, loaded from YAML, validated on load.
+
+Overrides come as dotted keys (``phase1.epochs=3``) from notebook parameters, make
+variables or keyword arguments. An unknown key is an error that names the nearest
+valid key; a value of the wrong type or out of range is an error that names the key,
+the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+AUGMENTATIONS = (
+    "flip",
+    "rotation",
+    "zoom",
+    "translation",
+    "contrast",
+    "brightness",
+    "randaugment",
+    "mixup",
+    "cutmix",
+)
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used as it is."""
+
+
+@dataclass
+class DataConfig:
+    kind: Literal["cifar10", "folder", "csv", "digits"] = "digits"
+    # Names outputs/splits/<name>/; defaults to the kind.
+    name: str = ""
+    # cifar10: folder holding cifar-10-batches-py (or -bin); folder: one sub-folder per
+    # class; csv: a CSV file, or a folder with train.csv/val.csv/test.csv.
+    data_dir: str | None = None
+    # Per-class cap on the training pool (800 -> 8,000 CIFAR-10 training images).
+    subset_per_class: int | None = None
+    # train/val/test fractions; cifar10 keeps its official test set and splits the rest.
+    splits: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    # Side the input pipeline resizes images to before the model; defaults to the images'
+    # own size for in-memory datasets (CIFAR-10 stays 32, the model resizes) and to
+    # model.image_size for files.
+    input_size: int | None = None
+    # CSV column names.
+    path_column: str = "path"
+    label_column: str = "label"
+    group_column: str | None = None
+
+    def check(self) -> None:
+        if len(self.splits) != 3 or any(f < 0 for f in self.splits):
+            raise ConfigError(
+                f"data.splits={self.splits}: give three non-negative fractions "
+                "[train, val, test], e.g. [0.7, 0.15, 0.15]"
+            )
+        if abs(sum(self.splits) - 1.0) > 1e-6:
+            raise ConfigError(f"data.splits={self.splits} sums to {sum(self.splits):g}; it must sum to 1")
+        if self.splits[0] == 0 or self.splits[1] == 0:
+            raise ConfigError(f"data.splits={self.splits}: train and val fractions must be above 0")
+        _check_min("data.subset_per_class", self.subset_per_class, 1)
+        _check_min("data.input_size", self.input_size, 8)
+        if self.kind in ("folder", "csv") and not self.data_dir:
+            raise ConfigError(f"data.kind={self.kind} needs data.data_dir (a path to your data)")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"
+    # "imagenet" (Keras downloads it once), "none" (random init) or a path to a weights file.
+    weights: str = "imagenet"
+    image_size: int = 224
+    pooling: Literal["avg", "max"] = "avg"
+    dropout: float = 0.2
+    dense_units: int = 0
+    augmentation: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        _check_min("model.image_size", self.image_size, 8)
+        _check_min("model.dense_units", self.dense_units, 0)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout}: must be in [0, 1)")
+        for name in self.augmentation:
+            if name not in AUGMENTATIONS:
+                raise ConfigError(
+                    f"model.augmentation: unknown augmentation {name!r}{_did_you_mean(name, AUGMENTATIONS)}"
+                    f"; allowed: {', '.join(AUGMENTATIONS)}"
+                )
+
+
+@dataclass
+class PhaseConfig:
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: Literal["constant", "cosine", "onecycle", "plateau"] = "constant"
+    warmup_epochs: int = 0
+    # Early-stopping patience in epochs; 0 turns early stopping off.
+    patience: int = 5
+    # First backbone stage to train ("conv5", "conv4", "all"); None keeps it frozen.
+    unfreeze_from: str | None = None
+
+    def check(self, section: str) -> None:
+        _check_min(f"{section}.epochs", self.epochs, 0)
+        _check_min(f"{section}.warmup_epochs", self.warmup_epochs, 0)
+        _check_min(f"{section}.patience", self.patience, 0)
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(f"{section}.learning_rate={self.learning_rate}: must be in (0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    monitor: Literal["val_accuracy", "val_macro_f1"] = "val_accuracy"
+    label_smoothing: float = 0.0
+    class_weight: Literal["none", "balanced"] = "none"
+    clip_norm: float | None = None
+    # "auto" uses mixed_float16 on a GPU and float32 on a CPU.
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    xla: bool = False
+    # Cache backbone features in phase 1 when no augmentation is active.
+    cache_features: bool = True
+
+    def check(self) -> None:
+        _check_min("train.batch_size", self.batch_size, 1)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"train.label_smoothing={self.label_smoothing}: must be in [0, 1)")
+        if self.clip_norm is not None and self.clip_norm <= 0:
+            raise ConfigError(f"train.clip_norm={self.clip_norm}: must be above 0, or null")
+
+
+@dataclass
+class EvalConfig:
+    split: Literal["val", "test"] = "test"
+    top_k: int = 5
+    # Test-time augmentation passes (0 = off).
+    tta: int = 0
+    gradcam_layer: str | None = None
+    gradcam_images: int = 8
+
+    def check(self) -> None:
+        _check_min("eval.top_k", self.top_k, 1)
+        _check_min("eval.tta", self.tta, 0)
+        _check_min("eval.gradcam_images", self.gradcam_images, 1)
+
+
+@dataclass
+class ReportConfig:
+    project: str = "transferlab"
+    sprint: int = 1
+    day: int = 1
+    output_dir: str = "docs/checkpoints"
+    # Accuracy the gap analysis measures against.
+    target_accuracy: float = 0.9
+    # Optional YAML journal with completed tasks, decisions and next priorities.
+    journal: str | None = None
+
+    def check(self) -> None:
+        if not 0 < self.target_accuracy <= 1:
+            raise ConfigError(f"report.target_accuracy={self.target_accuracy}: must be in (0, 1]")
+
+
+@dataclass
+class Config:
+    experiment: str = "demo"
+    seed: int = 42
+    output_dir: str = "outputs"
+    models_dir: str = "models"
+    checkpoints_dir: str = "checkpoints"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    phase1: PhaseConfig = field(default_factory=PhaseConfig)
+    phase2: PhaseConfig = field(
+        default_factory=lambda: PhaseConfig(epochs=10, learning_rate=1e-4, unfreeze_from="conv5")
+    )
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def check(self) -> None:
+        if not self.experiment or any(c in self.experiment for c in "/\\ "):
+            raise ConfigError(
+                f"experiment={self.experiment!r}: use a short name without spaces or slashes"
+            )
+        self.data.check()
+        self.model.check()
+        self.train.check()
+        self.phase1.check("phase1")
+        self.phase2.check("phase2")
+        self.eval.check()
+        self.report.check()
+
+    @property
+    def dataset_name(self) -> str:
+        return self.data.name or self.data.kind
+
+    def phase(self, name: str) -> PhaseConfig:
+        if name not in ("phase1", "phase2"):
+            raise ConfigError(f"phase={name!r}: use 'phase1' or 'phase2'")
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the resolved config as JSON (next to a run's weights and metrics)."""
+        from transferlab.runs import write_json
+
+        return write_json(path, self.to_dict())
+
+
+def load_config(path: str | Path | None = None, overrides: Any = None, **kwargs: Any) -> Config:
+    """Load a YAML config, apply overrides, validate, and return a ``Config``.
+
+    ``overrides`` may be a dict of dotted keys, a list of ``key=value`` strings, or one
+    space-separated string (the form make's ``SET=`` passes). Keyword arguments use
+    ``__`` for dots (``phase1__epochs=3``) and win over everything else.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(path)
+    cfg = build_config(raw, source=str(path) if path else "defaults")
+    merged = parse_overrides(overrides)
+    merged.update({k.replace("__", "."): v for k, v in kwargs.items()})
+    for key, value in merged.items():
+        set_key(cfg, key, value)
+    cfg.check()
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from its saved JSON form (a run's config.json)."""
+    cfg = build_config(data, source="config.json")
+    cfg.check()
+    return cfg
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        available = sorted(p.name for p in Path("configs").glob("*.yaml"))
+        hint = f"; configs here: {', '.join(available)}" if available else ""
+        raise ConfigError(f"config file {path} does not exist{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
+    return raw
+
+
+def build_config(raw: dict[str, Any], source: str) -> Config:
+    cfg = Config()
+    for key, value in flatten(raw).items():
+        set_key(cfg, key, value, source=source)
+    return cfg
+
+
+def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def parse_overrides(overrides: Any) -> dict[str, Any]:
+    """Turn ``"a.b=1 c=[1, 2]"``, ``["a.b=1"]`` or ``{"a.b": 1}`` into a dict of values."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    if isinstance(overrides, str):
+        overrides = split_assignments(overrides)
+    parsed = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. phase1.epochs=3)")
+        try:
+            parsed[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            parsed[key.strip()] = text
+    return parsed
+
+
+def split_assignments(text: str) -> list[str]:
+    """Split ``a=1 b=[1, 2]`` on spaces outside brackets and quotes."""
+    items, current, depth, quote = [], "", 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char.isspace() and depth == 0:
+            if current:
+                items.append(current)
+            current = ""
+            continue
+        current += char
+    if current:
+        items.append(current)
+    return items
+
+
+def set_key(cfg: Config, dotted: str, value: Any, source: str = "overrides") -> None:
+    """Set one dotted key on ``cfg``, checking that the key exists and the type fits."""
+    target: Any = cfg
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(target)]
+        prefix = ".".join(parts[:depth])
+        if part not in names:
+            valid = [f"{prefix}.{n}" if prefix else n for n in names]
+            raise ConfigError(
+                f"unknown config key {dotted!r} (in {source}){_did_you_mean(dotted, all_keys(), valid)}"
+            )
+        hint = typing.get_type_hints(type(target))[part]
+        if depth == len(parts) - 1:
+            if dataclasses.is_dataclass(hint):
+                raise ConfigError(f"config key {dotted!r} is a section; set one of its keys instead")
+            setattr(target, part, coerce(dotted, value, hint))
+        else:
+            target = getattr(target, part)
+            if not dataclasses.is_dataclass(target):
+                raise ConfigError(f"config key {dotted!r}: {prefix or part!r} is not a section")
+
+
+def all_keys() -> list[str]:
+    return sorted(flatten(Config().to_dict()))
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field's type hint; convert only where lossless."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("null", "none", "~") and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(key, value, inner)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(
+                f"{key}={value!r} is not allowed{_did_you_mean(str(value), [str(a) for a in args])}"
+                f"; choose one of: {', '.join(map(str, args))}"
+            )
+        return value
+    if origin is list:
+        (item_type,) = args
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} must be a list, e.g. {key}=[...]")
+        return [coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}={value!r} must be a whole number")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}={value!r} must be a number")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}={value!r} must be text")
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def _did_you_mean(word: str, *candidate_lists: list[str] | tuple[str, ...]) -> str:
+    for candidates in candidate_lists:
+        close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+        if close:
+            return f"; did you mean {close[0]!r}?"
+    return ""
+
+
+def _check_min(key: str, value: int | None, minimum: int) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"{key}={value}: must be at least {minimum}")

@@ -1,0 +1,75 @@
+"""tf.data input pipelines: uint8 images in, batched and prefetched, shuffled for training only.
+
+Images stay uint8 until the model: resizing to the backbone's size and its own
+preprocessing are layers inside the model, so a saved model takes raw pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from transferlab.config import Config
+from transferlab.data import ImageDataset
+
+
+def input_size_for(cfg: Config, dataset: ImageDataset) -> int:
+    """Side of the square uint8 images the pipeline feeds the model."""
+    if cfg.data.input_size:
+        return cfg.data.input_size
+    if dataset.in_memory:
+        return int(dataset.images.shape[1])
+    return cfg.model.image_size
+
+
+def make_tf_dataset(
+    dataset: ImageDataset,
+    split: pd.DataFrame,
+    batch_size: int,
+    input_size: int,
+    training: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches of (uint8 images, int labels) for one split table."""
+    if split.empty:
+        raise ValueError("this split holds no images; check data.splits or the split CSVs")
+    rows = dataset.rows(split["sample_id"])
+    labels = dataset.table["label"].to_numpy()[rows].astype(np.int32)
+    if dataset.in_memory:
+        images = dataset.images[rows]
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        if images.shape[1:3] != (input_size, input_size):
+            ds = ds.map(lambda x, y: (resize_uint8(x, input_size), y), tf.data.AUTOTUNE)
+    else:
+        paths = dataset.table["path"].to_numpy()[rows].astype(str)
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if training:
+        # Shuffle paths or pixels before decoding: the buffer then holds the whole split cheaply.
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    if not dataset.in_memory:
+        ds = ds.map(
+            lambda path, y: (decode_file(path, input_size), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=not training,
+        )
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def decode_file(path: tf.Tensor, size: int) -> tf.Tensor:
+    """Read and decode a jpg/png/bmp (any mode, 8 or 16 bit) to RGB uint8 at size x size."""
+    image = tf.io.decode_image(
+        tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False
+    )
+    return resize_uint8(image, size)
+
+
+def resize_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
+    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    image.set_shape((size, size, 3))
+    return image
+
+
+def labels_of(dataset: ImageDataset, split: pd.DataFrame) -> np.ndarray:
+    return dataset.table["label"].to_numpy()[dataset.rows(split["sample_id"])]

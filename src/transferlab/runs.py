@@ -1,0 +1,96 @@
+"""Run directories and atomic file writes: the interface between pipeline stages.
+
+Every stage reads what the stage before it wrote, so each file is written to a
+temporary name first and renamed into place: a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = ""):
+    """Yield a temporary path beside ``path``; rename it into place if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run the stage that writes it first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); delete it and re-run its stage") from None
+
+
+def write_with(path: str | Path, writer: Callable[[Path], Any]) -> Path:
+    """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def new_run_dir(output_dir: str | Path, experiment: str, stage: str) -> Path:
+    """Create ``outputs/runs/<timestamp>_<experiment>_<stage>/``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(output_dir) / "runs" / f"{stamp}_{experiment}_{stage}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(output_dir) / "runs" / f"{stamp}-{suffix}_{experiment}_{stage}"
+    (run_dir / "figures").mkdir(parents=True)
+    return run_dir
+
+
+def find_runs(output_dir: str | Path, experiment: str, stage: str) -> list[Path]:
+    """Run directories of one experiment and stage, oldest first."""
+    runs = Path(output_dir) / "runs"
+    return sorted(p for p in runs.glob(f"*_{experiment}_{stage}") if p.is_dir())
+
+
+def latest_run(output_dir: str | Path, experiment: str, stage: str) -> Path:
+    runs = find_runs(output_dir, experiment, stage)
+    if not runs:
+        raise FileNotFoundError(
+            f"no {stage} run of experiment {experiment!r} under {Path(output_dir) / 'runs'}; "
+            f"run `make {stage.replace('phase', 'train-phase')}` with the same CONFIG first"
+        )
+    return runs[-1]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

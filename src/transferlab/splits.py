@@ -1,0 +1,240 @@
+"""Train/val/test splits: stratified or group-exclusive, persisted, audited for leakage.
+
+Splits are written to ``outputs/splits/<dataset>/`` the first time and read back
+afterwards, so phase 2 and evaluation see exactly phase 1's split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+from transferlab.config import Config
+from transferlab.data import SPLIT_NAMES, DataError, ImageDataset
+from transferlab.runs import read_json, write_json, write_text
+
+
+@dataclass
+class Splits:
+    """The three split tables (sample_id, label, class_name, group) and where they live."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    directory: Path
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in SPLIT_NAMES:
+            raise KeyError(f"split {name!r}: use one of {', '.join(SPLIT_NAMES)}")
+        return getattr(self, name)
+
+
+def splits_dir(cfg: Config) -> Path:
+    return Path(cfg.output_dir) / "splits" / cfg.dataset_name
+
+
+def split_settings(cfg: Config, dataset: ImageDataset) -> dict:
+    """What a split depends on; a saved split is reused only when these match."""
+    return {
+        "dataset": cfg.dataset_name,
+        "kind": cfg.data.kind,
+        "data_dir": cfg.data.data_dir,
+        "subset_per_class": cfg.data.subset_per_class,
+        "fractions": cfg.data.splits,
+        "group_column": cfg.data.group_column,
+        "seed": cfg.seed,
+        "num_samples": len(dataset.table),
+        "class_names": dataset.class_names,
+    }
+
+
+def prepare_splits(cfg: Config, dataset: ImageDataset) -> Splits:
+    """Load the saved splits for this config, or make, audit and save new ones."""
+    directory = splits_dir(cfg)
+    settings = split_settings(cfg, dataset)
+    if (directory / "settings.json").is_file():
+        saved = read_json(directory / "settings.json")
+        if saved != settings:
+            changed = sorted(k for k in settings if saved.get(k) != settings[k])
+            raise DataError(
+                f"the splits saved in {directory} were made with other settings ({', '.join(changed)}"
+                "). Delete that folder to make new splits (phase 1 must then be re-run), or set "
+                "data.name to keep both"
+            )
+        return read_splits(directory)
+    assignment = assign_splits(dataset, cfg.data.splits, cfg.seed)
+    splits = write_splits(directory, dataset, assignment)
+    audit = audit_leakage(dataset, assignment)
+    write_json(directory / "audit.json", audit)
+    write_json(directory / "balance.json", class_balance(splits, dataset.class_names))
+    write_text(directory / "skipped.csv", pd.DataFrame(dataset.skipped, columns=["path", "reason"]).to_csv(index=False))
+    write_json(directory / "settings.json", settings)
+    warn_about(audit)
+    return splits
+
+
+def assign_splits(dataset: ImageDataset, fractions: list[float], seed: int) -> np.ndarray:
+    """Return an array of "train"/"val"/"test", one per table row."""
+    table = dataset.table
+    assignment = table["fixed_split"].to_numpy().astype(object)
+    free = np.flatnonzero(assignment == "")
+    if free.size == 0:
+        return assignment
+    train_frac, val_frac, test_frac = fractions
+    if (table["fixed_split"] == "test").any():
+        # The dataset brings its own test set: split the rest into train and val only.
+        train_frac, val_frac, test_frac = train_frac, val_frac + test_frac, 0.0
+    labels = table["label"].to_numpy()[free]
+    groups = table["group"].to_numpy()[free]
+    if (groups != "").any():
+        parts = group_split(groups, (train_frac, val_frac, test_frac), seed)
+    else:
+        parts = stratified_split(labels, (train_frac, val_frac, test_frac), seed, dataset.class_names)
+    for name, positions in zip(SPLIT_NAMES, parts, strict=True):
+        assignment[free[positions]] = name
+    return assignment
+
+
+def stratified_split(labels, fractions, seed, class_names):
+    train_frac, val_frac, test_frac = fractions
+    counts = np.bincount(labels, minlength=len(class_names))
+    needed = sum(f > 0 for f in fractions)
+    small = [class_names[i] for i, c in enumerate(counts) if 0 < c < needed]
+    if small:
+        raise DataError(
+            f"class(es) {small} have fewer images than splits ({needed}); add images, "
+            "drop those classes, or change data.splits"
+        )
+    positions = np.arange(len(labels))
+    try:
+        rest_frac = val_frac + test_frac
+        train, rest = train_test_split(
+            positions, test_size=rest_frac, stratify=labels, random_state=seed
+        )
+        if test_frac == 0:
+            return train, rest, np.array([], dtype=int)
+        val, test = train_test_split(
+            rest, test_size=test_frac / rest_frac, stratify=labels[rest], random_state=seed
+        )
+    except ValueError as err:
+        raise DataError(
+            f"cannot split {len(labels)} images into fractions {list(fractions)} with every "
+            f"class in every split ({err}); use more images or larger val/test fractions"
+        ) from None
+    return train, val, test
+
+
+def group_split(groups, fractions, seed):
+    """Group-exclusive split: no group (subject) in two splits."""
+    train_frac, val_frac, test_frac = fractions
+    sizes = pd.Series(groups).value_counts()
+    smallest_target = len(groups) * min(f for f in (val_frac, test_frac) if f > 0)
+    if sizes.iloc[0] > smallest_target:
+        raise DataError(
+            f"group {sizes.index[0]!r} has {sizes.iloc[0]} images, more than the smallest split "
+            f"should hold (~{smallest_target:.0f}); no group-exclusive split can match the "
+            f"fractions {list(fractions)}. Use more groups or larger val/test fractions"
+        )
+    if sizes.size < sum(f > 0 for f in fractions):
+        raise DataError(f"only {sizes.size} group(s): need one per split at least")
+    positions = np.arange(len(groups))
+    rest_frac = val_frac + test_frac
+    outer = GroupShuffleSplit(n_splits=1, test_size=rest_frac, random_state=seed)
+    train, rest = next(outer.split(positions, groups=groups))
+    if test_frac == 0:
+        return train, rest, np.array([], dtype=int)
+    inner = GroupShuffleSplit(n_splits=1, test_size=test_frac / rest_frac, random_state=seed)
+    val, test = next(inner.split(rest, groups=groups[rest]))
+    return train, rest[val], rest[test]
+
+
+def write_splits(directory: Path, dataset: ImageDataset, assignment: np.ndarray) -> Splits:
+    tables = {}
+    for name in SPLIT_NAMES:
+        rows = dataset.table[assignment == name]
+        table = pd.DataFrame(
+            {
+                "sample_id": rows["sample_id"],
+                "label": rows["label"],
+                "class_name": [dataset.class_names[i] for i in rows["label"]],
+                "group": rows["group"],
+            }
+        ).reset_index(drop=True)
+        write_text(directory / f"{name}.csv", table.to_csv(index=False))
+        tables[name] = table
+    return Splits(**tables, directory=directory)
+
+
+def read_splits(directory: Path) -> Splits:
+    tables = {}
+    for name in SPLIT_NAMES:
+        path = directory / f"{name}.csv"
+        if not path.is_file():
+            raise DataError(f"split file {path} is missing; delete {directory} to make new splits")
+        tables[name] = pd.read_csv(path, dtype={"sample_id": str, "group": str}, keep_default_na=False)
+    return Splits(**tables, directory=directory)
+
+
+def audit_leakage(dataset: ImageDataset, assignment: np.ndarray) -> dict:
+    """Find byte-identical images and shared groups across splits."""
+    table = dataset.table
+    hashes = pd.Series([content_hash(dataset, i) for i in range(len(table))])
+    frame = pd.DataFrame({"sample_id": table["sample_id"], "split": assignment, "hash": hashes})
+    duplicates = []
+    for digest, rows in frame.groupby("hash"):
+        if rows["split"].nunique() > 1:
+            duplicates.append(
+                {
+                    "hash": digest,
+                    "samples": [
+                        {"sample_id": s, "split": p} for s, p in zip(rows["sample_id"], rows["split"], strict=True)
+                    ],
+                }
+            )
+    shared_groups = []
+    grouped = pd.DataFrame({"group": table["group"], "split": assignment})
+    for group, rows in grouped[grouped["group"] != ""].groupby("group"):
+        if rows["split"].nunique() > 1:
+            shared_groups.append({"group": group, "splits": sorted(rows["split"].unique())})
+    return {
+        "duplicates_across_splits": duplicates,
+        "shared_groups": shared_groups,
+        "clean": not duplicates and not shared_groups,
+    }
+
+
+def content_hash(dataset: ImageDataset, row: int) -> str:
+    if dataset.in_memory:
+        return hashlib.sha1(np.ascontiguousarray(dataset.images[row]).tobytes()).hexdigest()
+    with open(dataset.table["path"].iloc[row], "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
+def class_balance(splits: Splits, class_names: list[str]) -> dict:
+    """Per-split image counts by class name."""
+    balance = {}
+    for name in SPLIT_NAMES:
+        counts = splits[name]["label"].value_counts()
+        balance[name] = {c: int(counts.get(i, 0)) for i, c in enumerate(class_names)}
+    return balance
+
+
+def warn_about(audit: dict) -> None:
+    if audit["duplicates_across_splits"]:
+        warnings.warn(
+            f"leakage: {len(audit['duplicates_across_splits'])} image(s) appear byte-identical in "
+            "more than one split (see audit.json); test scores will be optimistic",
+            stacklevel=3,
+        )
+    if audit["shared_groups"]:
+        warnings.warn(
+            f"leakage: {len(audit['shared_groups'])} group(s) appear in more than one split "
+            "(see audit.json)",
+            stacklevel=3,
+        )
