@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -64,7 +63,9 @@ class DataConfig:
                 "[train, val, test], e.g. [0.7, 0.15, 0.15]"
             )
         if abs(sum(self.splits) - 1.0) > 1e-6:
-            raise ConfigError(f"data.splits={self.splits} sums to {sum(self.splits):g}; it must sum to 1")
+            raise ConfigError(
+                f"data.splits={self.splits} sums to {sum(self.splits):g}; it must sum to 1"
+            )
         if self.splits[0] == 0 or self.splits[1] == 0:
             raise ConfigError(f"data.splits={self.splits}: train and val fractions must be above 0")
         _check_min("data.subset_per_class", self.subset_per_class, 1)
@@ -92,8 +93,8 @@ class ModelConfig:
         for name in self.augmentation:
             if name not in AUGMENTATIONS:
                 raise ConfigError(
-                    f"model.augmentation: unknown augmentation {name!r}{_did_you_mean(name, AUGMENTATIONS)}"
-                    f"; allowed: {', '.join(AUGMENTATIONS)}"
+                    f"model.augmentation: unknown augmentation {name!r}"
+                    f"{_did_you_mean(name, AUGMENTATIONS)}; allowed: {', '.join(AUGMENTATIONS)}"
                 )
 
 
@@ -257,7 +258,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, not {type(raw).__name__}"
+        )
     return raw
 
 
@@ -291,7 +294,9 @@ def parse_overrides(overrides: Any) -> dict[str, Any]:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. phase1.epochs=3)")
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value (e.g. phase1.epochs=3)"
+            )
         try:
             parsed[key.strip()] = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
@@ -332,12 +337,15 @@ def set_key(cfg: Config, dotted: str, value: Any, source: str = "overrides") -> 
         if part not in names:
             valid = [f"{prefix}.{n}" if prefix else n for n in names]
             raise ConfigError(
-                f"unknown config key {dotted!r} (in {source}){_did_you_mean(dotted, all_keys(), valid)}"
+                f"unknown config key {dotted!r} (in {source})"
+                f"{_did_you_mean(dotted, all_keys(), valid)}"
             )
         hint = typing.get_type_hints(type(target))[part]
         if depth == len(parts) - 1:
             if dataclasses.is_dataclass(hint):
-                raise ConfigError(f"config key {dotted!r} is a section; set one of its keys instead")
+                raise ConfigError(
+                    f"config key {dotted!r} is a section; set one of its keys instead"
+                )
             setattr(target, part, coerce(dotted, value, hint))
         else:
             target = getattr(target, part)

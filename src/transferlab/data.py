@@ -80,7 +80,9 @@ class ImageDataset:
                 images = np.stack([resize_image(im, size) for im in images])
             return images
         paths = self.table["path"].to_numpy()[rows]
-        return np.stack([resize_image(read_image(p), size) if size else read_image(p) for p in paths])
+        return np.stack(
+            [resize_image(read_image(p), size) if size else read_image(p) for p in paths]
+        )
 
 
 def load_dataset(cfg: Config) -> ImageDataset:
@@ -186,7 +188,9 @@ def read_cifar10_dir(data_dir: Path):
     if not data_dir.exists():
         raise DataError(f"data.data_dir={data_dir} does not exist")
     for archive in sorted(data_dir.glob("cifar-10-*.tar.gz")):
-        if not any((data_dir / n).is_dir() for n in ("cifar-10-batches-py", "cifar-10-batches-bin")):
+        if not any(
+            (data_dir / n).is_dir() for n in ("cifar-10-batches-py", "cifar-10-batches-bin")
+        ):
             with tarfile.open(archive) as tar:
                 tar.extractall(data_dir, filter="data")
     candidates = [data_dir, data_dir / "cifar-10-batches-py", data_dir / "cifar-10-batches-bin"]
@@ -319,13 +323,17 @@ def load_csv(cfg: Config) -> ImageDataset:
                 "file to split, or add those files"
             )
         if "train" not in present or "val" not in present:
-            raise DataError(f"{source} needs at least train.csv and val.csv (found {sorted(present)})")
+            raise DataError(
+                f"{source} needs at least train.csv and val.csv (found {sorted(present)})"
+            )
         frames = [read_label_csv(p, cfg).assign(fixed_split=n) for n, p in present.items()]
         frame = pd.concat(frames, ignore_index=True)
     elif source.is_file():
         frame = read_label_csv(source, cfg).assign(fixed_split="")
     else:
-        raise DataError(f"data.data_dir={source} does not exist; give a CSV file or a folder of CSVs")
+        raise DataError(
+            f"data.data_dir={source} does not exist; give a CSV file or a folder of CSVs"
+        )
     return table_to_dataset(frame, cfg, name=source.stem)
 
 
@@ -406,7 +414,8 @@ def report_skipped(skipped: list[dict]) -> None:
     if skipped:
         examples = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
         warnings.warn(
-            f"skipped {len(skipped)} file(s) (listed in skipped.csv in the splits folder): {examples}",
+            f"skipped {len(skipped)} file(s), listed in skipped.csv in the splits folder: "
+            f"{examples}",
             stacklevel=3,
         )
 

@@ -21,7 +21,9 @@ def atomic_path(path: str | Path, suffix: str = ""):
     """Yield a temporary path beside ``path``; rename it into place if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)
@@ -48,7 +50,9 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); delete it and re-run its stage") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); delete it and re-run its stage"
+        ) from None
 
 
 def write_with(path: str | Path, writer: Callable[[Path], Any]) -> Path:

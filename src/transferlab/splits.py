@@ -63,9 +63,9 @@ def prepare_splits(cfg: Config, dataset: ImageDataset) -> Splits:
         if saved != settings:
             changed = sorted(k for k in settings if saved.get(k) != settings[k])
             raise DataError(
-                f"the splits saved in {directory} were made with other settings ({', '.join(changed)}"
-                "). Delete that folder to make new splits (phase 1 must then be re-run), or set "
-                "data.name to keep both"
+                f"the splits saved in {directory} were made with other settings "
+                f"({', '.join(changed)}). Delete that folder to make new splits (phase 1 "
+                "must then be re-run), or set data.name to keep both"
             )
         return read_splits(directory)
     assignment = assign_splits(dataset, cfg.data.splits, cfg.seed)
@@ -73,7 +73,10 @@ def prepare_splits(cfg: Config, dataset: ImageDataset) -> Splits:
     audit = audit_leakage(dataset, assignment)
     write_json(directory / "audit.json", audit)
     write_json(directory / "balance.json", class_balance(splits, dataset.class_names))
-    write_text(directory / "skipped.csv", pd.DataFrame(dataset.skipped, columns=["path", "reason"]).to_csv(index=False))
+    write_text(
+        directory / "skipped.csv",
+        pd.DataFrame(dataset.skipped, columns=["path", "reason"]).to_csv(index=False),
+    )
     write_json(directory / "settings.json", settings)
     warn_about(audit)
     return splits
@@ -95,7 +98,9 @@ def assign_splits(dataset: ImageDataset, fractions: list[float], seed: int) -> n
     if (groups != "").any():
         parts = group_split(groups, (train_frac, val_frac, test_frac), seed)
     else:
-        parts = stratified_split(labels, (train_frac, val_frac, test_frac), seed, dataset.class_names)
+        parts = stratified_split(
+            labels, (train_frac, val_frac, test_frac), seed, dataset.class_names
+        )
     for name, positions in zip(SPLIT_NAMES, parts, strict=True):
         assignment[free[positions]] = name
     return assignment
@@ -177,7 +182,9 @@ def read_splits(directory: Path) -> Splits:
         path = directory / f"{name}.csv"
         if not path.is_file():
             raise DataError(f"split file {path} is missing; delete {directory} to make new splits")
-        tables[name] = pd.read_csv(path, dtype={"sample_id": str, "group": str}, keep_default_na=False)
+        tables[name] = pd.read_csv(
+            path, dtype={"sample_id": str, "group": str}, keep_default_na=False
+        )
     return Splits(**tables, directory=directory)
 
 
@@ -193,7 +200,8 @@ def audit_leakage(dataset: ImageDataset, assignment: np.ndarray) -> dict:
                 {
                     "hash": digest,
                     "samples": [
-                        {"sample_id": s, "split": p} for s, p in zip(rows["sample_id"], rows["split"], strict=True)
+                        {"sample_id": s, "split": p}
+                        for s, p in zip(rows["sample_id"], rows["split"], strict=True)
                     ],
                 }
             )

@@ -1,0 +1,58 @@
+"""Shared fixtures: the real demo config, shrunk (tiny data, 1 epoch, a tmp output dir)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from transferlab.config import Config, load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    """configs/demo.yaml with every output under tmp_path and everything small."""
+    return load_config(
+        ROOT / "configs" / "demo.yaml",
+        {
+            "output_dir": str(tmp_path / "outputs"),
+            "models_dir": str(tmp_path / "models"),
+            "checkpoints_dir": str(tmp_path / "checkpoints"),
+            "model.image_size": 32,
+            "phase1.epochs": 1,
+            "phase2.epochs": 1,
+            "train.batch_size": 16,
+            "report.output_dir": str(tmp_path / "reports"),
+        },
+    )
+
+
+def write_image(path: Path, pixels: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(pixels)
+    if mode:
+        image = image.convert(mode)
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Three classes of 12 coloured 20x24 PNG/JPEG images each: red, green, blue."""
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(["red", "green", "blue"]):
+        for i in range(12):
+            pixels = rng.integers(0, 60, size=(20, 24, 3), dtype=np.uint8)
+            pixels[..., label] = 200 + i
+            suffix = ".png" if i % 2 else ".jpg"
+            write_image(root / name / f"{name}_{i}{suffix}", pixels)
+    return root

@@ -1,0 +1,97 @@
+import json
+
+import pytest
+
+from transferlab.config import ConfigError, config_from_dict, load_config, parse_overrides
+
+from .conftest import ROOT
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "cifar10_resnet50.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(ROOT / "configs" / name)
+    assert cfg.model.backbone == "resnet50"
+    assert cfg.phase2.unfreeze_from == "conv5"
+
+
+def test_real_experiment_settings():
+    cfg = load_config(ROOT / "configs" / "cifar10_resnet50.yaml")
+    assert (cfg.data.kind, cfg.model.weights, cfg.model.image_size) == ("cifar10", "imagenet", 224)
+    assert cfg.data.subset_per_class * 10 == 8000
+
+
+def test_overrides_from_string_dict_and_kwargs():
+    cfg = load_config(
+        ROOT / "configs" / "demo.yaml",
+        "phase1.epochs=3 data.splits=[0.6, 0.2, 0.2] model.augmentation=[flip,zoom]",
+        train__batch_size=8,
+    )
+    assert cfg.phase1.epochs == 3
+    assert cfg.data.splits == [0.6, 0.2, 0.2]
+    assert cfg.model.augmentation == ["flip", "zoom"]
+    assert cfg.train.batch_size == 8
+    assert load_config(None, {"seed": 7}).seed == 7
+
+
+def test_override_parsing_keeps_brackets_together():
+    assert parse_overrides("a.b=[1, 2] c='x y'") == {"a.b": [1, 2], "c": "x y"}
+    assert parse_overrides(["model.weights=none"]) == {"model.weights": "none"}
+
+
+def test_unknown_key_names_nearest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'phase1.epoch'.*'phase1.epochs'"):
+        load_config(None, {"phase1.epoch": 3})
+    with pytest.raises(ConfigError, match=r"'trian.batch_size'.*did you mean 'train.batch_size'"):
+        load_config(None, "trian.batch_size=4")
+
+
+def test_unknown_key_in_yaml_names_file(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("model:\n  backbon: resnet50\n")
+    with pytest.raises(ConfigError, match=r"model.backbon.*x.yaml.*model.backbone"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"phase1.epochs": "three"}, r"phase1.epochs='three' must be a whole number"),
+        ({"phase1.epochs": -1}, r"phase1.epochs=-1: must be at least 0"),
+        ({"data.kind": "cifar"}, r"data.kind='cifar' is not allowed; did you mean 'cifar10'"),
+        ({"train.batch_size": 0}, r"train.batch_size=0: must be at least 1"),
+        ({"data.splits": [0.5, 0.2, 0.2]}, r"sums to 0.9"),
+        ({"model.dropout": 1.5}, r"model.dropout=1.5: must be in \[0, 1\)"),
+        ({"model.augmentation": ["flipp"]}, r"unknown augmentation 'flipp'; did you mean 'flip'"),
+        ({"train.xla": "yes"}, r"train.xla='yes' must be true or false"),
+        ({"data": 3}, r"'data' is a section"),
+        ({"phase1.learning_rate": 5}, r"phase1.learning_rate=5.0: must be in \(0, 1\)"),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, override)
+
+
+def test_folder_kind_needs_data_dir():
+    with pytest.raises(ConfigError, match="data.kind=folder needs data.data_dir"):
+        load_config(None, {"data.kind": "folder"})
+
+
+def test_missing_or_broken_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(None, "phase1.epochs")
+
+
+def test_saved_config_round_trips(cfg, tmp_path):
+    path = cfg.save(tmp_path / "run" / "config.json")
+    restored = config_from_dict(json.loads(path.read_text()))
+    assert restored == cfg

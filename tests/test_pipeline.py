@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from transferlab.config import load_config
+from transferlab.data import load_dataset
+from transferlab.pipeline import input_size_for, make_tf_dataset
+from transferlab.splits import prepare_splits
+
+from .conftest import write_image
+
+
+def test_in_memory_pipeline_keeps_uint8_and_native_size(cfg):
+    ds = load_dataset(cfg)
+    splits = prepare_splits(cfg, ds)
+    size = input_size_for(cfg, ds)
+    assert size == 8  # digits stay 8x8: the model's resize layer takes them to image_size
+    batches = list(make_tf_dataset(ds, splits.val, batch_size=64, input_size=size))
+    images = np.concatenate([b[0].numpy() for b in batches])
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    assert images.dtype == np.uint8 and images.shape == (270, 8, 8, 3)
+    # Evaluation order is the split's order.
+    assert labels.tolist() == splits.val["label"].tolist()
+    assert np.array_equal(images, ds.load_images(splits.val["sample_id"]))
+
+
+def test_training_pipeline_shuffles_each_epoch_reproducibly(cfg):
+    ds = load_dataset(cfg)
+    splits = prepare_splits(cfg, ds)
+
+    def epoch_labels(seed):
+        pipeline = make_tf_dataset(ds, splits.train, 32, 8, training=True, seed=seed)
+        return [np.concatenate([y.numpy() for _, y in pipeline]) for _ in range(2)]
+
+    first, second = epoch_labels(0)
+    assert sorted(first) == sorted(splits.train["label"].tolist())
+    assert not np.array_equal(first, second)
+    assert np.array_equal(epoch_labels(0)[0], first)
+
+
+def test_file_pipeline_decodes_odd_modes_like_read_image(cfg, tmp_path):
+    rng = np.random.default_rng(3)
+    root = tmp_path / "modes"
+    for i, mode in enumerate(["RGB", "L", "RGBA", "P"] * 3):
+        pixels = rng.integers(0, 256, size=(10, 14, 3), dtype=np.uint8)
+        write_image(root / f"class{i % 2}" / f"img{i}_{mode}.png", pixels, mode)
+    grey16 = (rng.integers(0, 65536, size=(9, 9))).astype(np.uint16)
+    from PIL import Image
+
+    Image.fromarray(grey16).save(root / "class0" / "grey16.png")
+    folder_cfg = load_config(
+        None,
+        {
+            "output_dir": cfg.output_dir,
+            "data.kind": "folder",
+            "data.data_dir": str(root),
+            "data.splits": [0.5, 0.25, 0.25],
+            "data.input_size": 12,
+        },
+    )
+    ds = load_dataset(folder_cfg)
+    splits = prepare_splits(folder_cfg, ds)
+    assert input_size_for(folder_cfg, ds) == 12
+    for name in ("train", "val", "test"):
+        images = np.concatenate([x.numpy() for x, _ in make_tf_dataset(ds, splits[name], 4, 12)])
+        expected = ds.load_images(splits[name]["sample_id"], size=12)
+        assert images.shape == expected.shape and images.dtype == np.uint8
+        # TF's decoder and PIL agree up to resampling differences.
+        assert np.abs(images.astype(int) - expected.astype(int)).mean() < 12
+
+
+def test_empty_split_is_a_clear_error(cfg):
+    ds = load_dataset(cfg)
+    with pytest.raises(ValueError, match="holds no images"):
+        make_tf_dataset(ds, prepare_splits(cfg, ds).val.iloc[:0], 8, 8)
