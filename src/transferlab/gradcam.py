@@ -1,0 +1,311 @@
+"""Grad-CAM (Selvaraju et al., 2017) for the models this project saves.
+
+The saved model nests the backbone as one layer, with the resize and preprocessing
+layers in front, so the keras.io recipe (``keras.Model(model.inputs,
+[model.get_layer(name).output, model.output])``) fails with "graph disconnected":
+the conv layer lives in the backbone's own graph. Instead we rebuild the forward
+pass: the layers before the backbone, a sub-model of the backbone that returns
+[conv output, backbone output], then the head up to the pre-softmax "logits".
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from transferlab.config import Config
+from transferlab.data import load_dataset, resize_image
+from transferlab.evaluation import (
+    default_model_path,
+    load_model,
+    model_input_size,
+    predict_batches,
+    predictions_table,
+    read_images,
+    resize_target,
+)
+from transferlab.plots import plot_image_grid, short
+from transferlab.runs import new_run_dir, write_json
+
+# Grids of correct examples show at most this many classes (the first ones by index).
+MAX_CLASSES_SHOWN = 20
+
+
+@dataclass
+class GradcamResult:
+    run_dir: Path
+    layer_name: str
+    figures: list[Path] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{len(self.figures)} Grad-CAM figures for layer {self.layer_name}; {self.run_dir}"
+
+
+def default_layer_name(model, backbone_name: str | None = None) -> str:
+    """The backbone table's Grad-CAM layer, else the backbone's last 4-D output layer."""
+    if backbone_name:
+        try:
+            from transferlab.models import BACKBONES
+
+            return BACKBONES[backbone_name].gradcam_layer
+        except (ImportError, KeyError, AttributeError):
+            pass
+    candidates = spatial_layer_names(backbone_of(model))
+    if not candidates:
+        raise ValueError("the model has no layer with a spatial (4-D) output for Grad-CAM")
+    return candidates[-1]
+
+
+def backbone_of(model):
+    try:
+        return model.get_layer("backbone")
+    except ValueError:
+        return model  # a flat model: the conv layer is in the model's own graph
+
+
+def spatial_layer_names(model) -> list[str]:
+    names = []
+    for layer in model.layers:
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            continue
+        if len(shape) == 4:
+            names.append(layer.name)
+    return names
+
+
+def make_gradcam_model(model, layer_name: str):
+    """A model mapping images to [conv layer output, pre-softmax logits]."""
+    import keras
+
+    backbone = backbone_of(model)
+    try:
+        conv_layer = backbone.get_layer(layer_name)
+    except ValueError:
+        names = spatial_layer_names(backbone)
+        close = difflib.get_close_matches(layer_name, names, n=1, cutoff=0.3)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"Grad-CAM layer {layer_name!r} is not in the model's backbone{hint} "
+            f"(conv layers end with e.g. {', '.join(names[-3:])})"
+        ) from None
+    if backbone is model:
+        return keras.Model(model.inputs, [conv_layer.output, model.get_layer("logits").output])
+
+    inner = keras.Model(backbone.inputs, [conv_layer.output, backbone.output])
+    inputs = keras.Input(model.input_shape[1:])
+    x, conv_output, stage = inputs, None, "pre"
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer) or layer.name == "augmentation":
+            continue  # augmentation is off at inference; leave it out of the graph
+        if layer is backbone:
+            conv_output, x = inner(x, training=False)
+            stage = "head"
+            continue
+        x = layer(x)
+        if stage == "head" and layer.name == "logits":
+            return keras.Model(inputs, [conv_output, x])
+    raise ValueError(
+        "the model has no 'logits' layer after its backbone; cannot take the class score"
+    )
+
+
+def make_gradcam_heatmap(
+    images, model, layer_name: str | None = None, class_index=None
+) -> np.ndarray:
+    """Grad-CAM heatmaps in [0, 1] at the conv layer's resolution, shape (N, h, w).
+
+    ``images``: raw pixels (N, H, W, 3) as the model takes them. ``class_index``: an
+    int or one per image; default the predicted class.
+    """
+    import tensorflow as tf
+
+    layer_name = layer_name or default_layer_name(model)
+    grad_model = make_gradcam_model(model, layer_name)
+    images = tf.convert_to_tensor(np.asarray(images), dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        conv_output, logits = grad_model(images, training=False)
+        logits = tf.cast(logits, tf.float32)
+        if class_index is None:
+            index = tf.argmax(logits, axis=1, output_type=tf.int32)
+        else:
+            index = tf.broadcast_to(tf.constant(class_index, tf.int32), tf.shape(logits)[:1])
+        # The pre-softmax score: softmax gradients vanish for confident predictions.
+        score = tf.gather(logits, index, axis=1, batch_dims=1)
+    grads = tf.cast(tape.gradient(score, conv_output), tf.float32)
+    conv_output = tf.cast(conv_output, tf.float32)
+    weights = tf.reduce_mean(grads, axis=(1, 2))  # one weight per channel: the spatial mean
+    heatmap = tf.nn.relu(tf.einsum("bhwc,bc->bhw", conv_output, weights))
+    peak = tf.reduce_max(heatmap, axis=(1, 2), keepdims=True)
+    return (heatmap / tf.maximum(peak, 1e-12)).numpy()
+
+
+def upsample_heatmap(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Heatmap stretched onto an image of the given size (bilinear)."""
+    return cv2.resize(heatmap.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def overlay_heatmap(
+    image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET
+) -> np.ndarray:
+    """The heatmap, coloured with an OpenCV colormap, blended onto the original RGB image."""
+    heat = upsample_heatmap(heatmap, image.shape[0], image.shape[1])
+    colored = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), colormap)
+    colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(colored, alpha, image.astype(np.uint8), 1 - alpha, 0)
+
+
+def heatmap_peak(heatmap: np.ndarray, height: int, width: int) -> tuple[int, int]:
+    """(row, column) of the heatmap's maximum on the original image."""
+    heat = upsample_heatmap(heatmap, height, width)
+    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return int(row), int(col)
+
+
+def gradcam_overlays(
+    model, originals: list[np.ndarray], size: int, layer_name: str, class_index=None
+):
+    """Heatmaps computed on the resized model input, overlaid on the original images."""
+    batch = np.stack([resize_image(im, size) for im in originals])
+    heatmaps = make_gradcam_heatmap(batch, model, layer_name, class_index)
+    return [overlay_heatmap(im, h) for im, h in zip(originals, heatmaps, strict=True)], heatmaps
+
+
+# --- the gradcam stage ---------------------------------------------------------------
+
+
+def run_gradcam(
+    cfg: Config,
+    model_path: str | Path | None = None,
+    split: str | None = None,
+    images=None,
+    layer_name: str | None = None,
+) -> GradcamResult:
+    """Grad-CAM grids (correct per class, confident mistakes, named images) in a run dir."""
+    model_path = Path(model_path) if model_path else default_model_path(cfg)
+    model = load_model(model_path)
+    layer_name = (
+        layer_name or cfg.eval.gradcam_layer or default_layer_name(model, cfg.model.backbone)
+    )
+    make_gradcam_model(model, layer_name)  # fail early, naming the nearest layer, if it is wrong
+    split = split or cfg.eval.split
+
+    from transferlab.pipeline import input_size_for
+    from transferlab.splits import prepare_splits
+
+    dataset = load_dataset(cfg)
+    table = prepare_splits(cfg, dataset)[split]
+    size = model_input_size(model) or input_size_for(cfg, dataset)
+    pixels = dataset.load_images(table["sample_id"], size)
+    probabilities = predict_batches(model, pixels, cfg.train.batch_size)
+    predictions = predictions_table(
+        table["sample_id"], table["label"], probabilities, dataset.class_names
+    )
+
+    run_dir = new_run_dir(cfg.output_dir, cfg.experiment, "gradcam")
+    count = cfg.eval.gradcam_images
+    figures = [
+        correct_grid(model, pixels, predictions, layer_name, count, run_dir / "figures"),
+        mistakes_grid(model, pixels, predictions, layer_name, count, run_dir / "figures"),
+    ]
+    if images is not None:
+        figures.append(
+            named_grid(model, images, dataset.class_names, layer_name, size, run_dir / "figures")
+        )
+    summary = {
+        "model_path": str(model_path),
+        "layer_name": layer_name,
+        "split": split,
+        "num_images": int(len(predictions)),
+        "images_per_figure": count,
+        "figures": [str(p.relative_to(run_dir)) for p in figures],
+    }
+    write_json(run_dir / "summary.json", summary)
+    return GradcamResult(run_dir, layer_name, figures, summary)
+
+
+def correct_grid(model, pixels, predictions: pd.DataFrame, layer_name, count, folder: Path) -> Path:
+    """Up to ``count`` correctly classified images per class, as image and overlay pairs."""
+    per_class = max(1, min(4, count // 2))
+    right = predictions[predictions["correct"]]
+    rows = pd.concat(
+        [group.nlargest(per_class, "confidence") for _, group in right.groupby("true_label")][
+            :MAX_CLASSES_SHOWN
+        ]
+        or [right.head(0)]
+    )
+    titles = [f"{short(r.true_class)} {r.confidence:.2f}" for r in rows.itertuples()]
+    return pair_grid(
+        model,
+        pixels,
+        rows,
+        titles,
+        layer_name,
+        folder / "gradcam_correct.png",
+        "Correct, per class",
+    )
+
+
+def mistakes_grid(
+    model, pixels, predictions: pd.DataFrame, layer_name, count, folder: Path
+) -> Path:
+    """The most confident mistakes, heatmap of the (wrongly) predicted class."""
+    wrong = predictions[~predictions["correct"]].sort_values(
+        "confidence", ascending=False, kind="stable"
+    )
+    rows = wrong.head(count)
+    titles = [
+        f"{short(r.true_class)}→{short(r.predicted_class)} {r.confidence:.2f}"
+        for r in rows.itertuples()
+    ]
+    return pair_grid(
+        model,
+        pixels,
+        rows,
+        titles,
+        layer_name,
+        folder / "gradcam_mistakes.png",
+        "Most confident mistakes",
+    )
+
+
+def pair_grid(
+    model, pixels, rows: pd.DataFrame, titles, layer_name, path: Path, suptitle: str
+) -> Path:
+    images, labels, marks = [], [], []
+    if len(rows):
+        originals = [pixels[i] for i in rows.index]
+        overlays, _ = gradcam_overlays(model, originals, pixels.shape[1], layer_name)
+        for original, overlay, title, ok in zip(
+            originals, overlays, titles, rows["correct"], strict=True
+        ):
+            images += [original, overlay]
+            labels += [title, "Grad-CAM"]
+            marks += [bool(ok), None]
+    return plot_image_grid(images, labels, path, marks, suptitle, columns=4)
+
+
+def named_grid(model, images, class_names, layer_name, size, folder: Path) -> Path:
+    """Overlays on the user's own images, at their original size."""
+    names, originals = read_images(images)
+    size = size or resize_target(model) or 224
+    overlays, _ = gradcam_overlays(model, originals, size, layer_name)
+    probabilities = predict_batches(model, np.stack([resize_image(im, size) for im in originals]))
+    shown, titles = [], []
+    for name, original, overlay, p in zip(names, originals, overlays, probabilities, strict=True):
+        shown += [original, overlay]
+        titles += [
+            short(Path(name).name, 18),
+            f"{short(class_names[int(p.argmax())])} {p.max():.2f}",
+        ]
+    return plot_image_grid(
+        shown, titles, folder / "gradcam_named.png", None, "Named images", columns=4
+    )

@@ -1,0 +1,163 @@
+"""Evaluation: metrics equal scikit-learn's, figures for 2 and 10 classes, evaluate and predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from transferlab.data import DataError
+from transferlab.evaluation import (
+    compute_metrics,
+    evaluate,
+    predict,
+    predictions_table,
+    write_figures,
+)
+from transferlab.runs import read_json
+
+from .tiny_model import build_tiny_model
+
+
+def fixed_predictions(num_classes: int, count: int = 60, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y_true = np.arange(count) % num_classes
+    logits = rng.normal(size=(count, num_classes))
+    logits[np.arange(count), y_true] += 1.5  # better than chance, not perfect
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y_true, probabilities
+
+
+@pytest.mark.parametrize("num_classes", [2, 10])
+def test_metrics_equal_sklearn(num_classes):
+    y_true, probabilities = fixed_predictions(num_classes)
+    y_pred = probabilities.argmax(axis=1)
+    names = [f"c{i}" for i in range(num_classes)]
+    m = compute_metrics(y_true, probabilities, names, top_k=3)
+
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    assert m["weighted_precision"] == pytest.approx(
+        skm.precision_score(y_true, y_pred, average="weighted", zero_division=0)
+    )
+    assert m["macro_recall"] == pytest.approx(skm.recall_score(y_true, y_pred, average="macro"))
+    per_class_f1 = skm.f1_score(y_true, y_pred, average=None)
+    assert [m["per_class"][n]["f1"] for n in names] == pytest.approx(per_class_f1)
+    assert sum(m["per_class"][n]["support"] for n in names) == len(y_true)
+    if num_classes == 2:
+        assert "top_k_accuracy" not in m
+        assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y_true, probabilities[:, 1]))
+    else:
+        assert m["top_k_accuracy"] == pytest.approx(
+            skm.top_k_accuracy_score(y_true, probabilities, k=3)
+        )
+        assert m["roc_auc"] == pytest.approx(
+            skm.roc_auc_score(y_true, probabilities, multi_class="ovr")
+        )
+    matrix = skm.confusion_matrix(y_true, y_pred)
+    worst = m["most_confused"][0]
+    off = matrix - np.diag(np.diag(matrix))
+    assert worst["count"] == off.max()
+    assert m["weakest_classes"][0] == names[int(np.argmin(per_class_f1))]
+
+
+def test_roc_auc_is_none_when_a_class_is_missing():
+    y_true = np.array([0, 0, 1, 1])
+    probabilities = np.full((4, 3), 1 / 3)
+    assert compute_metrics(y_true, probabilities, ["a", "b", "c"])["roc_auc"] is None
+
+
+@pytest.mark.parametrize("num_classes", [2, 10])
+def test_figures_written_and_non_empty(tmp_path, num_classes):
+    y_true, probabilities = fixed_predictions(num_classes, count=40)
+    names = [f"class {i}" for i in range(num_classes)]
+    images = np.random.default_rng(0).integers(0, 255, (40, 12, 12, 3), dtype=np.uint8)
+    table = predictions_table([f"s{i}" for i in range(40)], y_true, probabilities, names)
+    figures = write_figures(tmp_path, images, table, probabilities, names)
+    assert {p.name for p in figures} == {
+        "confusion_matrix.png",
+        "confusion_matrix_normalized.png",
+        "roc_curves.png",
+        "prediction_grid.png",
+        "confident_mistakes.png",
+    }
+    for path in figures:
+        assert path.stat().st_size > 5000, path
+
+
+def test_figures_with_100_classes_and_no_mistakes(tmp_path):
+    names = [f"c{i}" for i in range(100)]
+    y_true = np.arange(200) % 100
+    probabilities = np.full((200, 100), 0.001)
+    probabilities[np.arange(200), y_true] = 0.901
+    images = np.zeros((200, 8, 8, 3), dtype=np.uint8)
+    table = predictions_table(range(200), y_true, probabilities, names)
+    for path in write_figures(tmp_path, images, table, probabilities, names):
+        assert path.stat().st_size > 5000
+
+
+@pytest.fixture
+def saved_digits_model(cfg):
+    """An untrained tiny model on the digits demo's 8x8 inputs, saved where evaluate looks."""
+    from pathlib import Path
+
+    path = Path(cfg.models_dir) / f"{cfg.experiment}_phase1_best.keras"
+    path.parent.mkdir(parents=True)
+    build_tiny_model(10, input_size=8, image_size=16).save(path)
+    return path
+
+
+def test_evaluate_writes_run_dir(cfg, saved_digits_model):
+    cfg.eval.tta = 1
+    result = evaluate(cfg)
+    run = result.run_dir
+    assert run.name.endswith("_demo_evaluate")
+    predictions = pd.read_csv(run / "predictions.csv")
+    metrics = read_json(run / "metrics.json")
+    assert len(predictions) == metrics["num_samples"] > 200
+    assert {"sample_id", "true_label", "predicted_label", "confidence", "prob_0", "prob_9"} <= set(
+        predictions.columns
+    )
+    probs = predictions[[f"prob_{i}" for i in range(10)]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert metrics["accuracy"] == pytest.approx(
+        (predictions["true_label"] == predictions["predicted_label"]).mean()
+    )
+    assert metrics["split"] == "test" and metrics["model_path"] == str(saved_digits_model)
+    assert 0 <= metrics["tta_accuracy"] <= 1 and metrics["tta_passes"] == 1
+    assert len(list((run / "figures").glob("*.png"))) == 5
+    assert "accuracy" in str(result)
+
+
+def test_evaluate_missing_model_is_a_clear_error(cfg):
+    with pytest.raises(FileNotFoundError, match="no best model of experiment 'demo'.*train-phase1"):
+        evaluate(cfg)
+    with pytest.raises(FileNotFoundError, match="model file .*nope.keras does not exist"):
+        evaluate(cfg, model_path=cfg.models_dir + "/nope.keras")
+
+
+def test_predict_any_size_and_mode(tmp_path, saved_digits_model):
+    from .conftest import write_image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "new"
+    write_image(folder / "big.png", rng.integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    write_image(folder / "grey.jpg", rng.integers(0, 255, (9, 9), dtype=np.uint8))
+    write_image(folder / "rgba.png", rng.integers(0, 255, (5, 7, 4), dtype=np.uint8))
+    names = [str(i) for i in range(10)]
+    table = predict(saved_digits_model, folder, class_names=names, output_csv=tmp_path / "p.csv")
+    assert len(table) == 3 and table["predicted_class"].isin(names).all()
+    assert pd.read_csv(tmp_path / "p.csv", dtype={"predicted_class": str}).shape == table.shape
+    # Without class names and no training run to read them from: class_0...
+    assert predict(saved_digits_model, folder / "big.png")["predicted_class"][0].startswith(
+        "class_"
+    )
+
+
+def test_predict_corrupt_image_is_a_clear_error(tmp_path, saved_digits_model):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(DataError, match="cannot read image .*broken.jpg"):
+        predict(saved_digits_model, [bad])

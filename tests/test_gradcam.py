@@ -1,0 +1,92 @@
+"""Grad-CAM on saved models with a nested backbone and a resize layer in front."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from transferlab.evaluation import load_model
+from transferlab.gradcam import (
+    heatmap_peak,
+    make_gradcam_heatmap,
+    overlay_heatmap,
+    run_gradcam,
+)
+
+from .tiny_model import build_tiny_model, patch_images
+
+
+@pytest.fixture(scope="module")
+def patch_model(tmp_path_factory):
+    """A tiny model trained to tell a red from a green patch, saved and reloaded.
+
+    Inputs are 24x24 and the model resizes them to 32: the heatmap must map back.
+    """
+    images, labels, _ = patch_images(400, size=24, patch=6, seed=0)
+    model = build_tiny_model(2, input_size=24, image_size=32)
+    model.compile(
+        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    model.fit(images, labels, epochs=8, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("models") / "patch.keras"
+    model.save(path)
+    return load_model(path)
+
+
+def test_heatmap_peak_falls_inside_the_patch(patch_model):
+    images, labels, corners = patch_images(40, size=24, patch=6, seed=1)
+    assert (patch_model.predict(images, verbose=0).argmax(axis=1) == labels).mean() > 0.9
+    heatmaps = make_gradcam_heatmap(images, patch_model, "conv_last")
+    assert heatmaps.shape == (40, 16, 16)
+    assert heatmaps.min() >= 0 and np.allclose(heatmaps.max(axis=(1, 2)), 1)
+    hits = 0
+    for heatmap, (row, col) in zip(heatmaps, corners, strict=True):
+        peak_row, peak_col = heatmap_peak(heatmap, 24, 24)  # back on the 24x24 input
+        hits += row - 1 <= peak_row <= row + 6 and col - 1 <= peak_col <= col + 6
+    assert hits >= 32, f"peak inside the patch for {hits}/40 images"
+
+
+def test_class_index_and_overlay(patch_model):
+    images, _, _ = patch_images(3, size=24, patch=6, seed=2)
+    one = make_gradcam_heatmap(images, patch_model, "conv_last", class_index=1)
+    per_image = make_gradcam_heatmap(images, patch_model, "conv_last", class_index=[1, 1, 1])
+    assert np.allclose(one, per_image)
+    big = np.zeros((50, 70, 3), dtype=np.uint8)
+    overlay = overlay_heatmap(big, one[0])
+    assert overlay.shape == (50, 70, 3) and overlay.dtype == np.uint8 and overlay.any()
+
+
+def test_unknown_layer_names_the_nearest(patch_model):
+    with pytest.raises(
+        ValueError, match="'conv_lst' is not in the model's backbone; did you mean 'conv_last'"
+    ):
+        make_gradcam_heatmap(np.zeros((1, 24, 24, 3)), patch_model, "conv_lst")
+
+
+def test_run_gradcam_writes_run_dir(cfg, tmp_path):
+    from .conftest import write_image
+
+    path = tmp_path / "models" / "demo_phase2_best.keras"
+    path.parent.mkdir(parents=True)
+    build_tiny_model(10, input_size=8, image_size=16).save(path)
+    named = write_image(tmp_path / "mine" / "x.png", np.full((30, 40, 3), 200, dtype=np.uint8))
+    cfg.eval.gradcam_images = 4
+    result = run_gradcam(cfg, images=[named], layer_name="conv_last")
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert result.run_dir.name.endswith("_demo_gradcam")
+    assert summary["layer_name"] == "conv_last" and summary["model_path"] == str(path)
+    assert sorted(summary["figures"]) == [
+        "figures/gradcam_correct.png",
+        "figures/gradcam_mistakes.png",
+        "figures/gradcam_named.png",
+    ]
+    for figure in result.figures:
+        assert figure.stat().st_size > 2000
+
+
+def test_run_gradcam_missing_model(cfg):
+    with pytest.raises(FileNotFoundError, match="no best model"):
+        run_gradcam(cfg)
