@@ -12,7 +12,7 @@ CONFIG ?= configs/cifar10_resnet50.yaml
 SET ?=
 PYTEST_ARGS ?=
 
-RUN_STAGE = $(BIN)/python -m transferlab $(1) --config "$(CONFIG)" --set "$(SET)"
+RUN_STAGE = $(BIN)/python -m transferlab $(1) --notebook --config "$(CONFIG)" --set "$(SET)"
 
 .PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam report bench clean
 
@@ -45,7 +45,7 @@ format: setup ## Apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 demo: setup ## The whole pipeline offline on the embedded digits dataset
-	$(BIN)/python -m transferlab demo --config configs/demo.yaml --set "$(SET)"
+	$(BIN)/python -m transferlab demo --notebook --config configs/demo.yaml --set "$(SET)"
 
 train-phase1: setup ## Phase 1: train the head on a frozen backbone
 	$(call RUN_STAGE,train-phase1)

@@ -8,6 +8,7 @@ import sys
 
 from transferlab.config import ConfigError, load_config
 from transferlab.data import DataError
+from transferlab.notebooks import NOTEBOOKS, NotebookFailed, run_notebook
 
 # Stage name -> "module:function"; each function takes the resolved Config.
 # None marks a stage whose issue has not landed yet.
@@ -30,19 +31,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=[*STAGES, "demo"])
     parser.add_argument("--config", default=None, help="YAML config (configs/*.yaml)")
     parser.add_argument("--set", default="", help="overrides: 'phase1.epochs=3 seed=1'")
+    parser.add_argument(
+        "--notebook",
+        action="store_true",
+        help="run the stage's notebook with papermill (the executed copy goes to the run dir)",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
         stages = DEMO_STAGES if args.stage == "demo" else [args.stage]
         for stage in stages:
             print(f"[transferlab] {stage}", flush=True)
-            result = run_stage(stage, cfg)
+            if args.notebook and stage in NOTEBOOKS:
+                result = run_notebook(stage, args.config, args.set)
+            else:
+                result = run_stage(stage, cfg)
             if result is not None:
                 print(f"[transferlab] {stage}: {result}", flush=True)
     except NotImplementedError as err:
         print(f"transferlab: {err}", file=sys.stderr)
         return 2
-    except (ConfigError, DataError, FileNotFoundError) as err:
+    except (ConfigError, DataError, FileNotFoundError, NotebookFailed) as err:
         print(f"transferlab: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

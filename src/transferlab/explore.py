@@ -1,0 +1,33 @@
+"""Data exploration helpers for notebook 01: class balance and sample images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from transferlab.data import ImageDataset
+from transferlab.plots import plot_image_grid
+from transferlab.runs import read_json
+
+
+def class_balance_table(splits_dir: str | Path) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), from the splits' balance.json."""
+    balance = read_json(Path(splits_dir) / "balance.json")
+    table = pd.DataFrame(balance)
+    table.loc["total"] = table.sum()
+    return table
+
+
+def plot_samples(
+    dataset: ImageDataset, split: pd.DataFrame, path: str | Path, per_class: int = 2
+) -> Path:
+    """A grid of ``per_class`` training images of each class (at most 10 classes shown)."""
+    picked = split.groupby("label", sort=True).head(per_class).sort_values("label")
+    picked = picked[picked["label"] < 10]
+    images = list(dataset.load_images(picked["sample_id"]))
+    titles = [dataset.class_names[label] for label in picked["label"]]
+    columns = min(len(images), 2 * per_class) if len(images) > 0 else 1
+    return plot_image_grid(
+        images, titles, path, suptitle=f"{dataset.name}: samples", columns=columns
+    )

@@ -1,0 +1,121 @@
+"""Notebook support: config from notebook parameters, and papermill runs for make.
+
+A notebook's ``parameters`` cell holds plain values; ``notebook_config`` turns them into
+a validated Config. ``run_notebook`` executes a notebook with papermill in the
+``transferlab`` kernel and files the executed copy under the run directory it produced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from transferlab.config import Config, load_config
+from transferlab.runs import find_runs
+
+KERNEL_NAME = "transferlab"
+
+# make target -> (notebook, run-directory stage name)
+NOTEBOOKS = {
+    "prepare-data": ("01_explore_data.ipynb", "data"),
+    "train-phase1": ("02_train_phase1.ipynb", "phase1"),
+    "train-phase2": ("03_train_phase2.ipynb", "phase2"),
+    "evaluate": ("04_evaluate.ipynb", "evaluate"),
+    "gradcam": ("05_gradcam.ipynb", "gradcam"),
+    "report": ("06_day_checkpoint.ipynb", "report"),
+}
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the executed copy with the error cell is at ``path``."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(f"{message}\nexecuted notebook with the error: {path}")
+        self.path = path
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The folder holding pyproject.toml and configs/, searched upwards from ``start``."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "configs").is_dir():
+            return folder
+    return here
+
+
+def use_project_root() -> Path:
+    """Make relative paths (configs/, outputs/, models/) resolve from the project root.
+
+    Jupyter starts a notebook in notebooks/, papermill in the caller's folder; both then
+    read and write the same files.
+    """
+    root = project_root()
+    os.chdir(root)
+    return root
+
+
+def notebook_config(
+    config: str | None, overrides: str | dict | None = None, **named: Any
+) -> Config:
+    """Config from a notebook's parameters: a config path, a SET-style string, named values.
+
+    Named values use ``__`` for dots (``phase1__epochs=3``); None means "keep the config's".
+    """
+    chosen = {key: value for key, value in named.items() if value is not None}
+    return load_config(config, overrides, **chosen)
+
+
+def run_notebook(
+    target: str,
+    config: str,
+    overrides: str = "",
+    notebooks_dir: str | Path = "notebooks",
+    extra_parameters: dict | None = None,
+) -> Path:
+    """Execute the notebook behind a make target; return the executed copy's path.
+
+    The executed notebook lands in ``outputs/runs/<run-id>/notebooks/`` of the run it
+    produced (or of a new run directory when it failed before producing one).
+    """
+    import papermill
+
+    cfg = load_config(config, overrides)  # fail here, before starting a kernel, on a bad config
+    notebook, stage = NOTEBOOKS[target]
+    runs_root = Path(cfg.output_dir) / "runs"
+    staging = runs_root / ".executing" / f"{time.strftime('%Y%m%d-%H%M%S')}_{notebook}"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    parameters = {"config": str(config), "overrides": overrides, **(extra_parameters or {})}
+    error = None
+    try:
+        papermill.execute_notebook(
+            str(Path(notebooks_dir) / notebook),
+            str(staging),
+            parameters=parameters,
+            kernel_name=KERNEL_NAME,
+            cwd=str(Path.cwd()),
+            progress_bar=False,
+            log_output=True,
+        )
+    except papermill.PapermillExecutionError as err:
+        error = f"{notebook} failed: {err.ename}: {err.evalue}"
+    run_dir = run_dir_touched_since(cfg, stage, started)
+    if run_dir is None:
+        run_dir = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}_{cfg.experiment}_{stage}"
+    executed = run_dir / "notebooks" / notebook
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, executed)
+    if error:
+        raise NotebookFailed(error, executed)
+    return executed
+
+
+def run_dir_touched_since(cfg: Config, stage: str, started: float) -> Path | None:
+    """The newest run directory of ``stage`` that a file was written to after ``started``."""
+    for run_dir in reversed(find_runs(cfg.output_dir, cfg.experiment, stage)):
+        newest = max((p.stat().st_mtime for p in run_dir.rglob("*")), default=0.0)
+        if newest >= started:
+            return run_dir
+    return None
