@@ -1,0 +1,109 @@
+"""Every notebook, executed by papermill in the registered kernel on tiny parameters."""
+
+import json
+import re
+
+import nbformat
+import pandas as pd
+import pytest
+
+from transferlab.notebooks import NOTEBOOKS, NotebookFailed, run_notebook
+
+from .conftest import ROOT
+
+DEMO = str(ROOT / "configs" / "demo.yaml")
+
+
+def tiny_overrides(root):
+    return (
+        f"output_dir={root}/outputs models_dir={root}/models checkpoints_dir={root}/checkpoints "
+        f"report.output_dir={root}/reports model.image_size=32 data.subset_per_class=40 "
+        "phase1.epochs=2 phase2.epochs=1 train.batch_size=32 eval.gradcam_images=4"
+    )
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Run the six notebooks in order, as `make demo` does, into one tmp project."""
+    root = tmp_path_factory.mktemp("project")
+    paths = {
+        target: run_notebook(target, DEMO, tiny_overrides(root), ROOT / "notebooks")
+        for target in NOTEBOOKS
+    }
+    return root, paths
+
+
+def test_notebooks_are_stored_clean_with_a_parameters_cell():
+    for name, _ in NOTEBOOKS.values():
+        nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), name
+        tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, name
+        # The parameters cell is plain values: it runs as Python where tags are unknown.
+        exec(compile(tagged[0].source, name, "exec"), {})
+        assert not any(re.search(r"^\s*def ", c.source, re.M) for c in code), name
+
+
+def test_each_executed_notebook_lands_in_its_run_dir(executed):
+    root, paths = executed
+    for target, path in paths.items():
+        assert path.is_file(), target
+        assert path.parent.name == "notebooks"
+        assert path.parents[2] == root / "outputs" / "runs"
+        assert path.parents[1].name.endswith(f"_demo_{NOTEBOOKS[target][1]}")
+        nb = nbformat.read(path, as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert "phase1.epochs=2" in injected[0].source
+
+
+def test_training_notebooks_recorded_their_epochs(executed):
+    root, paths = executed
+    phase1 = pd.read_csv(paths["train-phase1"].parents[1] / "metrics.csv")
+    phase2 = pd.read_csv(paths["train-phase2"].parents[1] / "metrics.csv")
+    assert phase1["epoch"].tolist() == [1, 2]
+    assert phase2["epoch"].tolist() == [1]
+    assert phase1["val_accuracy"].between(0, 1).all()
+    assert (root / "models" / "demo_phase1_best.keras").is_file()
+    assert (root / "models" / "demo_phase2_best.keras").is_file()
+    assert (paths["train-phase1"].parents[1] / "figures" / "training_curves.png").stat().st_size > 0
+
+
+def test_evaluation_and_gradcam_notebooks_wrote_metrics_and_figures(executed):
+    _, paths = executed
+    run_dir = paths["evaluate"].parents[1]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert metrics["accuracy"] == pytest.approx(
+        (predictions["true_label"] == predictions["predicted_label"]).mean()
+    )
+    figures = list((run_dir / "figures").glob("*.png"))
+    assert len(figures) >= 4 and all(f.stat().st_size > 0 for f in figures)
+    gradcam_figures = list((paths["gradcam"].parents[1] / "figures").glob("*.png"))
+    assert gradcam_figures and all(f.stat().st_size > 0 for f in gradcam_figures)
+
+
+def test_report_notebook_wrote_a_report_whose_links_exist(executed):
+    root, _ = executed
+    reports = sorted((root / "reports").glob("*.md"))
+    assert reports
+    text = reports[-1].read_text()
+    links = re.findall(r"\]\(([^)#]+)\)", text)
+    assert links
+    for link in links:
+        assert (reports[-1].parent / link).exists(), link
+
+
+def test_bad_parameter_fails_with_the_library_message(tmp_path):
+    with pytest.raises(NotebookFailed) as failure:
+        run_notebook(
+            "train-phase1",
+            DEMO,
+            tiny_overrides(tmp_path),
+            ROOT / "notebooks",
+            extra_parameters={"epochs": "three"},
+        )
+    executed_copy = failure.value.path
+    assert executed_copy.is_file() and executed_copy.parent.name == "notebooks"
+    outputs = json.dumps(nbformat.read(executed_copy, as_version=4).cells)
+    assert "phase1.epochs='three' must be a whole number" in outputs
