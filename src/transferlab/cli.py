@@ -14,9 +14,12 @@ from transferlab.notebooks import NOTEBOOKS, NotebookFailed, run_notebook
 # None marks a stage whose issue has not landed yet.
 STAGES = {
     "prepare-data": "transferlab.workflow:prepare_data",
+    "evaluate": "transferlab.workflow:evaluate",
+    "gradcam": "transferlab.workflow:gradcam",
+    "report": "transferlab.workflow:report",
     "bench": None,
 }
-DEMO_STAGES = ["prepare-data"]
+DEMO_STAGES = ["prepare-data", "evaluate", "gradcam", "report"]
 
 
 def run_stage(stage: str, cfg) -> object:

@@ -13,3 +13,24 @@ def prepare_data(cfg: Config) -> str:
     splits = prepare_splits(cfg, dataset)
     sizes = ", ".join(f"{name} {len(splits[name])}" for name in ("train", "val", "test"))
     return f"{dataset.name}: {dataset.num_classes} classes; {sizes}; splits in {splits.directory}"
+
+
+def evaluate(cfg: Config) -> str:
+    """Evaluate the newest best model on ``eval.split`` (a ``*_evaluate`` run dir)."""
+    from transferlab.evaluation import evaluate as evaluate_model
+
+    return str(evaluate_model(cfg))
+
+
+def gradcam(cfg: Config) -> str:
+    """Grad-CAM grids for the newest best model (a ``*_gradcam`` run dir)."""
+    from transferlab.gradcam import run_gradcam
+
+    return str(run_gradcam(cfg))
+
+
+def report(cfg: Config) -> str:
+    """The day-checkpoint report, and a training report per phase, from the run files."""
+    from transferlab.reports.checkpoint import write_day_checkpoint
+
+    return f"report written to {write_day_checkpoint(cfg)}"

@@ -1,0 +1,1 @@
+"""Reports built from run files: diagnostic rules, training reports, day checkpoints."""

@@ -1,0 +1,53 @@
+"""Reading a run directory back: the files a report is built from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from transferlab.runs import read_json
+
+
+@dataclass
+class RunFiles:
+    """What a training, evaluate or gradcam run directory holds."""
+
+    path: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: pd.DataFrame | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def date(self) -> str | None:
+        """YYYY-MM-DD from the run id's timestamp (``20260301-101500_<experiment>_<stage>``)."""
+        match = re.match(r"(\d{4})(\d{2})(\d{2})-\d{6}", self.path.name)
+        return "-".join(match.groups()) if match else None
+
+
+def read_run(path: str | Path) -> RunFiles:
+    """Read summary.json, metrics.csv and metrics.json where present; list figures/*.png."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run directory {path} does not exist; run its stage first")
+    run = RunFiles(path)
+    if (path / "summary.json").is_file():
+        run.summary = read_json(path / "summary.json")
+    if (path / "metrics.csv").is_file():
+        run.history = pd.read_csv(path / "metrics.csv").sort_values("epoch").reset_index(drop=True)
+    if (path / "metrics.json").is_file():
+        run.metrics = read_json(path / "metrics.json")
+    run.figures = sorted((path / "figures").glob("*.png"))
+    if not (run.summary or run.metrics or run.history is not None):
+        raise FileNotFoundError(
+            f"{path} holds no summary.json, metrics.csv or metrics.json; is it a run directory?"
+        )
+    return run
