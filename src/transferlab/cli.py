@@ -14,12 +14,14 @@ from transferlab.notebooks import NOTEBOOKS, NotebookFailed, run_notebook
 # None marks a stage whose issue has not landed yet.
 STAGES = {
     "prepare-data": "transferlab.workflow:prepare_data",
+    "train-phase1": "transferlab.workflow:train_phase1",
+    "train-phase2": "transferlab.workflow:train_phase2",
     "evaluate": "transferlab.workflow:evaluate",
     "gradcam": "transferlab.workflow:gradcam",
     "report": "transferlab.workflow:report",
     "bench": None,
 }
-DEMO_STAGES = ["prepare-data", "evaluate", "gradcam", "report"]
+DEMO_STAGES = ["prepare-data", "train-phase1", "train-phase2", "evaluate", "gradcam", "report"]
 
 
 def run_stage(stage: str, cfg) -> object:

@@ -15,6 +15,20 @@ def prepare_data(cfg: Config) -> str:
     return f"{dataset.name}: {dataset.num_classes} classes; {sizes}; splits in {splits.directory}"
 
 
+def train_phase1(cfg: Config) -> str:
+    """Phase 1: train the head on the frozen backbone (resumes an interrupted run)."""
+    from transferlab.training import train_phase
+
+    return str(train_phase(cfg, "phase1"))
+
+
+def train_phase2(cfg: Config) -> str:
+    """Phase 2: fine-tune from phase2.unfreeze_from, starting from phase 1's best model."""
+    from transferlab.training import train_phase
+
+    return str(train_phase(cfg, "phase2"))
+
+
 def evaluate(cfg: Config) -> str:
     """Evaluate the newest best model on ``eval.split`` (a ``*_evaluate`` run dir)."""
     from transferlab.evaluation import evaluate as evaluate_model

@@ -1,0 +1,218 @@
+"""The model: raw pixels → augmentation → resize → backbone preprocessing → backbone → head.
+
+One table (``BACKBONES``) holds what differs between architectures: how to build
+the backbone, how it scales its inputs, where its stages start (for unfreezing)
+and which layer Grad-CAM reads. Everything here uses Keras 3 APIs only (no
+TensorFlow import), so the same model builds under the JAX backend.
+
+Layer names are an interface: Grad-CAM and evaluation look up "backbone",
+"head_pool", ..., "logits" and "predictions".
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from transferlab.config import Config
+from transferlab.models.backbones import (
+    BACKBONES,
+    Backbone,
+    ModelError,
+    build_backbone,
+    get_backbone,
+    small_resnet,
+)
+from transferlab.models.custom_layers import Preprocess, StochasticDepth
+
+__all__ = [
+    "BACKBONES",
+    "HEAD_LAYERS",
+    "Backbone",
+    "ModelError",
+    "Preprocess",
+    "StochasticDepth",
+    "build_backbone",
+    "build_head_model",
+    "build_model",
+    "copy_head_weights",
+    "freeze_backbone",
+    "get_backbone",
+    "gradcam_layer",
+    "load_model",
+    "small_resnet",
+    "unfreeze_from",
+]
+
+# Layers after the backbone, in order; the feature-cached phase 1 trains these alone.
+HEAD_LAYERS = (
+    "head_pool",
+    "head_dropout",
+    "head_dense",
+    "head_bn",
+    "head_relu",
+    "logits",
+    "predictions",
+)
+
+
+# --- building ---------------------------------------------------------------------------
+
+AUGMENTATION_LAYERS: dict[str, Callable[..., layers.Layer]] = {
+    "flip": lambda **kw: layers.RandomFlip("horizontal", **kw),
+    "rotation": lambda **kw: layers.RandomRotation(0.1, **kw),
+    "zoom": lambda **kw: layers.RandomZoom(0.1, **kw),
+    "translation": lambda **kw: layers.RandomTranslation(0.1, 0.1, **kw),
+    "contrast": lambda **kw: layers.RandomContrast(0.2, value_range=(0, 255), **kw),
+    "brightness": lambda **kw: layers.RandomBrightness(0.2, value_range=(0, 255), **kw),
+    "randaugment": lambda **kw: layers.RandAugment(value_range=(0, 255), **kw),
+}
+# Mixing two samples' labels happens on whole batches in the input pipeline.
+BATCH_AUGMENTATIONS = ("mixup", "cutmix")
+
+
+def image_augmentations(names: list[str]) -> list[str]:
+    """The per-image augmentations among ``names`` (the ones that live in the model)."""
+    return [n for n in names if n in AUGMENTATION_LAYERS]
+
+
+def build_augmentation(names: list[str]) -> keras.Sequential | None:
+    """A Sequential of Keras preprocessing layers; active only when training."""
+    chosen = image_augmentations(names)
+    if not chosen:
+        return None
+    # float32 even under mixed precision: the image ops expect it and cost little.
+    return keras.Sequential(
+        [AUGMENTATION_LAYERS[n](dtype="float32") for n in chosen], name="augmentation"
+    )
+
+
+def build_model(cfg: Config, num_classes: int, input_size: int) -> keras.Model:
+    """Build the full classifier for raw 0..255 images of side ``input_size``.
+
+    Image → "augmentation" (if any) → "resize" → "preprocess" → "backbone" → head
+    ("head_pool", "head_dropout", ["head_dense", "head_bn", "head_relu"], "logits",
+    "predictions" in float32). The backbone is frozen; phase 2 unfreezes part of it.
+    """
+    spec = get_backbone(cfg.model.backbone)
+    image_size = cfg.model.image_size
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = inputs
+    augmentation = build_augmentation(cfg.model.augmentation)
+    if augmentation is not None:
+        x = augmentation(x)
+    x = layers.Resizing(image_size, image_size, name="resize")(x)
+    x = Preprocess(spec.preprocess, name="preprocess")(x)
+    backbone = build_backbone(cfg.model.backbone, cfg.model.weights, image_size)
+    backbone.trainable = False
+    # training=False keeps pretrained BatchNorm in inference mode even when unfrozen.
+    x = backbone(x, training=False) if spec.inference_mode else backbone(x)
+    outputs = apply_head(x, cfg, num_classes)
+    return keras.Model(inputs, outputs, name=f"{cfg.model.backbone}_classifier")
+
+
+def head_layers(cfg: Config, num_classes: int) -> list[layers.Layer]:
+    """The head's layers after pooling, named as in ``HEAD_LAYERS``."""
+    head = [layers.Dropout(cfg.model.dropout, name="head_dropout")]
+    if cfg.model.dense_units:
+        head += [
+            layers.Dense(cfg.model.dense_units, use_bias=False, name="head_dense"),
+            layers.BatchNormalization(name="head_bn"),
+            layers.ReLU(name="head_relu"),
+        ]
+    # Softmax in float32: float16 probabilities underflow under mixed precision.
+    return head + [
+        layers.Dense(num_classes, name="logits"),
+        layers.Activation("softmax", dtype="float32", name="predictions"),
+    ]
+
+
+def apply_head(features, cfg: Config, num_classes: int):
+    pool = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
+    x = pool[cfg.model.pooling](name="head_pool")(features)
+    for layer in head_layers(cfg, num_classes):
+        x = layer(x)
+    return x
+
+
+def build_head_model(cfg: Config, num_classes: int, feature_dim: int) -> keras.Model:
+    """The head alone, on pooled backbone features: what feature-cached phase 1 trains."""
+    inputs = keras.Input((feature_dim,), name="features")
+    x = inputs
+    for layer in head_layers(cfg, num_classes):
+        x = layer(x)
+    return keras.Model(inputs, x, name="head")
+
+
+def copy_head_weights(source: keras.Model, target: keras.Model) -> None:
+    """Copy every head layer's weights from ``source`` to ``target`` (matched by name)."""
+    names = {layer.name for layer in source.layers} & {layer.name for layer in target.layers}
+    for name in HEAD_LAYERS:
+        if name in names:
+            target.get_layer(name).set_weights(source.get_layer(name).get_weights())
+
+
+# --- freezing ------------------------------------------------------------------------------
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    return model.get_layer("backbone")
+
+
+def freeze_backbone(model: keras.Model) -> keras.Model:
+    """Freeze the whole backbone; the head stays trainable. Recompile afterwards."""
+    backbone_of(model).trainable = False
+    return model
+
+
+def unfreeze_from(model: keras.Model, stage: str, backbone_name: str | None = None) -> keras.Model:
+    """Train the backbone from ``stage`` ("conv5", "conv4", ..., "all") to its end.
+
+    BatchNormalization layers of a pretrained backbone stay frozen (their statistics
+    come from ImageNet and small batches would wreck them). ``backbone_name`` defaults
+    to the one ``build_model`` wrote into the model's name. Recompile afterwards.
+    """
+    backbone_name = backbone_name or model.name.removesuffix("_classifier")
+    spec = get_backbone(backbone_name)
+    backbone = backbone_of(model)
+    start = stage_start(backbone, spec, stage, backbone_name)
+    backbone.trainable = True
+    for index, layer in enumerate(backbone.layers):
+        is_bn = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = index >= start and not (is_bn and spec.inference_mode)
+    return model
+
+
+def stage_start(backbone: keras.Model, spec: Backbone, stage: str, backbone_name: str) -> int:
+    """Index of the first backbone layer of ``stage``."""
+    if stage == "all":
+        return 0
+    if stage not in spec.stages:
+        close = difflib.get_close_matches(stage, [*spec.stages, "all"], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ModelError(
+            f"unfreeze_from={stage!r} is not a stage of {backbone_name}{hint}; "
+            f"use one of: {', '.join([*spec.stages, 'all'])}"
+        )
+    prefix = spec.stages[stage]
+    for index, layer in enumerate(backbone.layers):
+        if layer.name.startswith(prefix):
+            return index
+    raise ModelError(f"{backbone_name} has no layer starting with {prefix!r} (stage {stage})")
+
+
+def gradcam_layer(cfg: Config) -> str:
+    """The backbone layer Grad-CAM reads: eval.gradcam_layer, else the table's default."""
+    return cfg.eval.gradcam_layer or get_backbone(cfg.model.backbone).gradcam_layer
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a saved transferlab model in safe mode (compile=False)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist; train it first")
+    return keras.models.load_model(path, compile=False, safe_mode=True)

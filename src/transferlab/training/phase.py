@@ -1,0 +1,387 @@
+"""``train_phase(cfg, phase)``: phase 1 (frozen backbone) and phase 2 (fine-tuning).
+
+Phase 1 trains the head on a frozen backbone. With no augmentation the backbone
+sees each image once: its pooled features are cached and the head trains on
+them alone, then goes back onto the full model. Phase 2 loads phase 1's best
+model, unfreezes from ``phase2.unfreeze_from`` (BatchNorm stays frozen) and
+recompiles at its own, lower learning rate. Both resume after a crash or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import transferlab
+from transferlab.config import Config
+from transferlab.data import ImageDataset, load_dataset
+from transferlab.models import (
+    backbone_of,
+    build_head_model,
+    build_model,
+    copy_head_weights,
+    freeze_backbone,
+    load_model,
+    unfreeze_from,
+)
+from transferlab.pipeline import input_size_for, labels_of, make_tf_dataset
+from transferlab.runs import new_run_dir, write_json
+from transferlab.splits import Splits, prepare_splits
+from transferlab.training.checkpoints import (
+    EpochCheckpoint,
+    PhasePaths,
+    ResumablePlateau,
+    config_fingerprint,
+    resumable_state,
+)
+from transferlab.training.optim import class_weights, compile_model, make_optimizer
+from transferlab.training.records import plot_curves, read_metrics
+from transferlab.training.runtime import choose_strategy, describe_device, is_chief, set_precision
+
+
+class TrainingError(RuntimeError):
+    """Training that cannot go on (e.g. the loss became NaN); the message says what to try."""
+
+
+@dataclass
+class RunResult:
+    """What ``train_phase`` returns: where things went and how the phase ended."""
+
+    phase: str
+    run_dir: Path
+    model_path: Path
+    best_epoch: int
+    best_metrics: dict
+    epochs_run: int
+    stop_reason: str
+    summary: dict = field(repr=False, default_factory=dict)
+
+    def __str__(self) -> str:
+        monitor = self.summary.get("monitor", "val_accuracy")
+        value = self.best_metrics.get(monitor, math.nan)
+        return (
+            f"{self.phase}: best {monitor} {value:.4f} at epoch {self.best_epoch} of "
+            f"{self.epochs_run} ({self.stop_reason}); model {self.model_path}; run {self.run_dir}"
+        )
+
+
+@dataclass
+class Data:
+    dataset: ImageDataset
+    splits: Splits
+    input_size: int
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    steps_per_epoch: int
+    feature_cache_s: float = 0.0
+
+
+def train_phase(
+    cfg: Config, phase: str, strategy: tf.distribute.Strategy | None = None
+) -> RunResult:
+    """Train ``phase`` ("phase1" or "phase2"), resuming an interrupted run of it.
+
+    Writes models/<experiment>_<phase>_best.keras, checkpoints/<experiment>/<phase>_last.keras
+    (+ _state.json) and a run directory with config.json, metrics.csv, summary.json,
+    figures/training_curves.png and tensorboard/ logs.
+    """
+    phase_cfg = cfg.phase(phase)
+    started = time.perf_counter()
+    paths = PhasePaths.of(cfg, phase)
+    phase1_best = PhasePaths.of(cfg, "phase1").best
+    if phase == "phase2" and not phase1_best.is_file():
+        raise FileNotFoundError(
+            f"phase 2 starts from {phase1_best}, which does not exist: "
+            "run `make train-phase1` (same CONFIG and SET) first"
+        )
+    # One seed fixes the splits, the initial weights, dropout and the shuffling order.
+    keras.utils.set_random_seed(cfg.seed)
+    policy = set_precision(cfg.train.mixed_precision)
+    strategy = strategy or choose_strategy()
+    dataset = load_dataset(cfg)
+    splits = prepare_splits(cfg, dataset)
+    state = resumable_state(paths, cfg)
+    if state is None:
+        paths.state.unlink(missing_ok=True)
+        run_dir = new_run_dir(cfg.output_dir, cfg.experiment, phase)
+        cfg.save(run_dir / "config.json")
+        state = fresh_state(cfg, phase, run_dir)
+    else:
+        run_dir = Path(state["run_dir"])
+        print(
+            f"[transferlab] resuming {phase} after epoch {state['epoch']} in {run_dir}", flush=True
+        )
+    cached = phase == "phase1" and cfg.train.cache_features and not cfg.model.augmentation
+    state["feature_cached"] = cached
+    num_classes = dataset.num_classes
+
+    with strategy.scope():
+        full = starting_model(cfg, phase, paths, state, num_classes, input_size_for(cfg, dataset))
+        data = make_data(cfg, dataset, splits, full if cached else None, num_classes)
+        trainer = training_model(cfg, phase_cfg, paths, state, full, cached, data)
+    if not cached:
+        full = trainer
+
+    rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["epoch"] <= state["epoch"]]
+    callbacks, checkpoint = make_callbacks(
+        cfg, phase_cfg, paths, state, rows, run_dir, full, trainer
+    )
+    epochs = 0 if state["stop_reason"] == "early_stopping" else phase_cfg.epochs
+    stop_reason = "completed"
+    try:
+        trainer.fit(
+            data.train,
+            validation_data=data.val,
+            epochs=epochs,
+            initial_epoch=min(state["epoch"], epochs),
+            callbacks=callbacks,
+            class_weight=class_weights(cfg, labels_of(dataset, splits.train), num_classes),
+            shuffle=False,  # the tf.data pipeline shuffles
+            verbose="auto",
+        )
+    except KeyboardInterrupt:
+        stop_reason = "interrupted"
+        print(
+            f"[transferlab] interrupted; {state['epoch']} epoch(s) saved. Run the same "
+            f"command again to resume {phase}.",
+            flush=True,
+        )
+    if checkpoint.nan_batch:
+        stop_reason = "nan_loss"
+    elif state["stop_reason"] == "early_stopping":
+        stop_reason = "early_stopping"
+    state["stop_reason"] = stop_reason
+    if stop_reason != "interrupted":
+        state["finished"] = True
+        write_json(paths.state, state)
+    if state["best_epoch"] == 0 and is_chief():
+        # No epoch ran (epochs=0): the starting model is the best there is.
+        full.save(paths.best)
+    state["wall_time_s"] = state.get("wall_time_s", 0.0) + time.perf_counter() - started
+    summary = write_summary(
+        cfg, phase, state, rows, run_dir, full, paths, dataset, data, policy, strategy
+    )
+    if stop_reason == "nan_loss":
+        epoch, batch = checkpoint.nan_batch
+        raise TrainingError(
+            f"{phase}: the loss became NaN in epoch {epoch} (batch {batch}); training stopped. "
+            f"Lower {phase}.learning_rate (now {phase_cfg.learning_rate}), set train.clip_norm "
+            "(e.g. 1.0), or try train.mixed_precision=off. The best model so far is "
+            f"{paths.best}"
+        )
+    return RunResult(
+        phase=phase,
+        run_dir=run_dir,
+        model_path=paths.best,
+        best_epoch=state["best_epoch"],
+        best_metrics=summary["best_metrics"],
+        epochs_run=state["epoch"],
+        stop_reason=stop_reason,
+        summary=summary,
+    )
+
+
+def fresh_state(cfg: Config, phase: str, run_dir: Path) -> dict:
+    return {
+        "phase": phase,
+        "epoch": 0,
+        "best": -math.inf,
+        "best_epoch": 0,
+        "wait": 0,
+        "stop_reason": "",
+        "finished": False,
+        "run_dir": str(run_dir),
+        "monitor": cfg.train.monitor,
+        "config": config_fingerprint(cfg),
+        "wall_time_s": 0.0,
+    }
+
+
+def starting_model(cfg, phase, paths, state, num_classes, input_size) -> keras.Model:
+    """The full model this phase starts from (or, when resuming, continues)."""
+    if state["epoch"] and not state["feature_cached"]:
+        return None  # the resumable checkpoint is the full model itself
+    if phase == "phase1":
+        if state["epoch"]:
+            # Resuming cached phase 1: the backbone is frozen, so the best model holds it.
+            return load_model(paths.best)
+        return build_model(cfg, num_classes, input_size)
+    model = load_model(PhasePaths.of(cfg, "phase1").best)
+    if model.output_shape[-1] != num_classes:
+        raise ValueError(
+            f"the phase 1 model predicts {model.output_shape[-1]} classes but the dataset has "
+            f"{num_classes}; re-run make train-phase1"
+        )
+    stage = cfg.phase2.unfreeze_from
+    return unfreeze_from(model, stage, cfg.model.backbone) if stage else freeze_backbone(model)
+
+
+def training_model(cfg, phase_cfg, paths, state, full, cached, data) -> keras.Model:
+    """The compiled model ``fit`` trains: the full model, or the head on cached features."""
+    if state["epoch"]:
+        # Resume: weights and optimizer state (moments, step count, learning rate).
+        model = keras.models.load_model(paths.last, safe_mode=True)
+        return compile_model(model, cfg, model.optimizer)
+    model = full
+    if cached:
+        model = build_head_model(
+            cfg, full.output_shape[-1], full.get_layer("head_pool").output.shape[-1]
+        )
+        copy_head_weights(full, model)
+    return compile_model(
+        model, cfg, make_optimizer(phase_cfg, cfg.train.clip_norm, data.steps_per_epoch)
+    )
+
+
+def make_data(cfg, dataset, splits, feature_model, num_classes) -> Data:
+    """Training and validation data: images, or pooled features when ``feature_model``."""
+    size = input_size_for(cfg, dataset)
+    batch = cfg.train.batch_size
+    steps = math.ceil(len(splits.train) / batch)
+
+    def one_hot(x, y):
+        return x, tf.one_hot(y, num_classes)
+
+    if feature_model is not None:
+        started = time.perf_counter()
+        extractor = keras.Model(feature_model.input, feature_model.get_layer("head_pool").output)
+        train, val = (
+            feature_dataset(extractor, dataset, splits[name], size, batch, num_classes, seed)
+            for name, seed in (("train", cfg.seed), ("val", None))
+        )
+        return Data(dataset, splits, size, train, val, steps, time.perf_counter() - started)
+    train = make_tf_dataset(dataset, splits.train, batch, size, training=True, seed=cfg.seed)
+    train = train.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+    mixers = batch_mixers(cfg)
+    if mixers:
+        train = train.map(mixers, num_parallel_calls=tf.data.AUTOTUNE)
+    val = make_tf_dataset(dataset, splits.val, batch, size).map(one_hot)
+    return Data(dataset, splits, size, train, val, steps)
+
+
+def feature_dataset(extractor, dataset, split, size, batch, num_classes, seed) -> tf.data.Dataset:
+    """Pooled backbone features of one split, computed once, batched like the images were."""
+    images = make_tf_dataset(dataset, split, batch, size)
+    features = extractor.predict(images, verbose=0).astype(np.float32)
+    labels = tf.one_hot(labels_of(dataset, split), num_classes)
+    ds = tf.data.Dataset.from_tensor_slices((features, labels))
+    if seed is not None:
+        # Same length, buffer and seed as make_tf_dataset: the same order as the images.
+        ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def batch_mixers(cfg: Config):
+    """MixUp / CutMix on whole batches of (images, one-hot labels), or None."""
+    chosen = {"mixup": keras.layers.MixUp, "cutmix": keras.layers.CutMix}
+    layers = [chosen[n](seed=cfg.seed) for n in cfg.model.augmentation if n in chosen]
+    if not layers:
+        return None
+
+    def mix(images, labels):
+        data = {"images": tf.cast(images, tf.float32), "labels": labels}
+        for layer in layers:
+            data = layer(data, training=True)
+        return data["images"], data["labels"]
+
+    return mix
+
+
+def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir, full, trainer):
+    plateau = None
+    callbacks = []
+    if phase_cfg.schedule == "plateau":
+        # Before the checkpoint callback, so the saved state includes this epoch's update.
+        plateau = ResumablePlateau(
+            saved=state.get("plateau"),
+            monitor=cfg.train.monitor,
+            mode="max",
+            factor=0.5,
+            patience=max(1, phase_cfg.patience // 2),
+            min_lr=phase_cfg.learning_rate / 1000,
+        )
+        callbacks.append(plateau)
+
+    def export() -> keras.Model:
+        if trainer is not full:
+            copy_head_weights(trainer, full)
+        return full
+
+    checkpoint = EpochCheckpoint(
+        paths,
+        state,
+        rows,
+        run_dir / "metrics.csv",
+        cfg.train.monitor,
+        phase_cfg.patience,
+        export,
+        plateau,
+        write=is_chief(),
+    )
+    callbacks.append(checkpoint)
+    if importlib.util.find_spec("tensorboard") and is_chief():
+        callbacks.append(
+            keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False)
+        )
+    return callbacks, checkpoint
+
+
+def count_params(weights) -> int:
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+def write_summary(
+    cfg, phase, state, rows, run_dir, full, paths, dataset, data, policy, strategy
+) -> dict:
+    """summary.json and figures/training_curves.png of this phase's run."""
+    best_row = next((r for r in rows if r["epoch"] == state["best_epoch"]), {})
+    trainable = count_params(full.trainable_weights)
+    total = count_params(full.weights)
+    summary = {
+        "experiment": cfg.experiment,
+        "phase": phase,
+        "total_params": total,
+        "trainable_params": trainable,
+        "non_trainable_params": total - trainable,
+        "best_epoch": state["best_epoch"],
+        "best_metrics": best_row,
+        "monitor": cfg.train.monitor,
+        "epochs_run": state["epoch"],
+        "stop_reason": state["stop_reason"],
+        "wall_time_s": round(state["wall_time_s"], 2),
+        "device": describe_device(),
+        "replicas": strategy.num_replicas_in_sync,
+        "precision": policy,
+        "xla": cfg.train.xla,
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "transferlab": transferlab.__version__,
+        },
+        "model_path": str(paths.best),
+        "checkpoint_path": str(paths.last),
+        "input_size": data.input_size,
+        "image_size": cfg.model.image_size,
+        "backbone": cfg.model.backbone,
+        "backbone_trainable_layers": sum(
+            1 for layer in backbone_of(full).layers if layer.trainable and layer.weights
+        ),
+        "num_classes": dataset.num_classes,
+        "class_names": dataset.class_names,
+        "train_size": len(data.splits.train),
+        "val_size": len(data.splits.val),
+        "feature_cached": state["feature_cached"],
+        "feature_cache_s": round(data.feature_cache_s, 3),
+        "run_dir": str(run_dir),
+    }
+    if is_chief():
+        write_json(run_dir / "summary.json", summary)
+        plot_curves(run_dir / "figures" / "training_curves.png", rows, f"{cfg.experiment} {phase}")
+    return summary
