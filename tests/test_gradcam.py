@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -90,3 +91,28 @@ def test_run_gradcam_writes_run_dir(cfg, tmp_path):
 def test_run_gradcam_missing_model(cfg):
     with pytest.raises(FileNotFoundError, match="no best model"):
         run_gradcam(cfg)
+
+
+def test_resnet50_from_build_model(cfg):
+    """The real model: ResNet50 (random init) at 32 px behind a resize layer, saved and reloaded."""
+    from transferlab.evaluation import evaluate
+    from transferlab.gradcam import default_layer_name
+
+    build_model = pytest.importorskip("transferlab.models").build_model
+
+    path = Path(cfg.models_dir) / "demo_phase1_best.keras"
+    path.parent.mkdir(parents=True)
+    build_model(cfg, num_classes=10, input_size=8).save(path)
+    reloaded = load_model(path)
+    assert default_layer_name(reloaded, "resnet50") == "conv5_block3_out"
+    images = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3)).astype("uint8")
+    heatmaps = make_gradcam_heatmap(images, reloaded, "conv5_block3_out")
+    assert heatmaps.shape == (2, 1, 1)  # 32 px / stride 32
+    heatmaps = make_gradcam_heatmap(images, reloaded, "conv4_block6_out")
+    assert heatmaps.shape == (2, 2, 2)
+    with pytest.raises(ValueError, match="did you mean 'conv5_block3_out'"):
+        make_gradcam_heatmap(images, reloaded, "conv5_block3_outt")
+    cfg.eval.gradcam_images = 2
+    result = run_gradcam(cfg)
+    assert result.layer_name == "conv5_block3_out" and len(result.figures) == 2
+    assert evaluate(cfg).metrics["num_samples"] > 200

@@ -54,7 +54,8 @@ def load_model(path: str | Path):
         raise FileNotFoundError(f"model file {path} does not exist{hint}")
     with contextlib.suppress(ImportError):
         import transferlab.models  # noqa: F401  registers the custom preprocessing layers
-    return keras.models.load_model(path)
+    # compile=False: evaluation needs no optimizer, and custom metrics need not be registered.
+    return keras.models.load_model(path, compile=False)
 
 
 def default_model_path(cfg: Config) -> Path:
