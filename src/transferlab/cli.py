@@ -19,7 +19,7 @@ STAGES = {
     "evaluate": "transferlab.workflow:evaluate",
     "gradcam": "transferlab.workflow:gradcam",
     "report": "transferlab.workflow:report",
-    "bench": None,
+    "bench": "transferlab.benchmarks:run_benchmarks",
 }
 DEMO_STAGES = ["prepare-data", "train-phase1", "train-phase2", "evaluate", "gradcam", "report"]
 

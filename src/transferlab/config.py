@@ -173,6 +173,46 @@ class ReportConfig:
 
 
 @dataclass
+class BenchConfig:
+    """Sizes of `make bench`; the defaults finish in under 10 minutes on a 2-core CPU."""
+
+    # Timed runs per figure; each figure is their median with min and max.
+    repeats: int = 3
+    # Batch size of the model-speed and pipeline benchmarks.
+    batch_size: int = 16
+    # Frozen phase: N synthetic images (train + val), trained for each E in frozen_epochs,
+    # at frozen_image_size (small, so 30 end-to-end epochs fit in minutes on a CPU).
+    frozen_images: int = 96
+    frozen_epochs: list[int] = field(default_factory=lambda: [10, 30])
+    frozen_image_size: int = 64
+    # Input pipeline: streams N, 2N and 4N JPEGs of side file_size from disk.
+    pipeline_images: int = 256
+    file_size: int = 256
+    # Image sides of the model-speed benchmark, besides model.image_size.
+    model_sizes: list[int] = field(default_factory=lambda: [224])
+    # Square matmul sizes for the measured float32 peak (the best median wins).
+    matmul_sizes: list[int] = field(default_factory=lambda: [512, 1024, 2048])
+    # Markdown summary table; JSON and CSV go to <output_dir>/bench/.
+    summary: str = "docs/benchmarks.md"
+
+    def check(self) -> None:
+        _check_min("bench.repeats", self.repeats, 1)
+        _check_min("bench.batch_size", self.batch_size, 1)
+        _check_min("bench.frozen_images", self.frozen_images, 4)
+        _check_min("bench.frozen_image_size", self.frozen_image_size, 8)
+        _check_min("bench.pipeline_images", self.pipeline_images, 1)
+        _check_min("bench.file_size", self.file_size, 8)
+        if not self.frozen_epochs or min(self.frozen_epochs) < 1:
+            raise ConfigError(
+                f"bench.frozen_epochs={self.frozen_epochs}: give epoch counts of at least 1"
+            )
+        if self.model_sizes and min(self.model_sizes) < 8:
+            raise ConfigError(f"bench.model_sizes={self.model_sizes}: sizes must be at least 8")
+        if not self.matmul_sizes or min(self.matmul_sizes) < 1:
+            raise ConfigError(f"bench.matmul_sizes={self.matmul_sizes}: give positive sizes")
+
+
+@dataclass
 class Config:
     experiment: str = "demo"
     seed: int = 42
@@ -188,6 +228,7 @@ class Config:
     )
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def check(self) -> None:
         if not self.experiment or any(c in self.experiment for c in "/\\ "):
@@ -201,6 +242,7 @@ class Config:
         self.phase2.check("phase2")
         self.eval.check()
         self.report.check()
+        self.bench.check()
 
     @property
     def dataset_name(self) -> str:

@@ -1,0 +1,195 @@
+"""docs/benchmarks.md from the benchmark results: method, machine, figures, date.
+
+Every number comes from a result dict (the JSON files in outputs/bench/). A "## GPU"
+section already in the file is kept as it is: GPU figures are measured elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transferlab.runs import write_text
+
+GPU_PLACEHOLDER = """## GPU
+
+GPU figures: not yet measured. They are to be measured on a lent GPU machine with
+`KERAS_BACKEND=jax` (ResNet50 at 224, float32 and bfloat16, batch sizes 64-256, against
+that machine's measured bf16 matmul peak) and never estimated.
+"""
+
+METHOD = """## Method
+
+- `make bench` runs four benchmarks in one process (the pipeline-scaling sizes each in a
+  fresh subprocess). No downloads: random weights (`model.weights` is set to `none`; speed
+  does not depend on weight values) and synthetic images.
+- Every figure is the median of `bench.repeats` timed runs, with the min and max in
+  brackets. Model steps get one untimed warm-up call first (tracing and compiling).
+- **Frozen phase**: `train_phase(cfg, "phase1")`, the product's own phase 1 (checkpoints,
+  metrics and logs included), on a folder of synthetic JPEGs, with
+  `train.cache_features` true and false, same seed, data and model, every epoch run
+  (`patience=0`). Both arms run back to back within each repeat. Speedup = median
+  end-to-end time / median cached time; its bounds are slowest/fastest and
+  fastest/slowest.
+- **Hardware limit**: peak = best median FLOP/s of square float32 matmuls (2n³ FLOP
+  each). The model's FLOPs are counted from its own layers (`count_flops`: 2 FLOP per
+  kernel weight per output position of every Conv/Dense layer; BatchNorm, activations
+  and pooling left out); a training step is counted as 3x the forward FLOPs. The
+  training step trains every backbone layer (BatchNorm frozen), as phase 2 with
+  `unfreeze_from=all`. Fraction of peak = images/s x FLOP per image / peak.
+- **Input pipeline**: `make_tf_dataset` (training order: shuffled, parallel decode and
+  resize, prefetch) streams JPEGs from a temporary folder; the files were just written,
+  so they come from the page cache, not the disk itself. Peak memory is the subprocess's
+  `ru_maxrss` (imports included).
+- **Pipeline overhead**: the pipeline alone, warm, in the main process, against the model's
+  forward and training steps alone at the same input size.
+"""
+
+
+def span(row: dict, scale: float = 1.0, digits: int = 3) -> str:
+    """``median [min-max]``, scaled, to ``digits`` significant figures."""
+    med, low, high = (row[k] * scale for k in ("median", "min", "max"))
+    return f"{med:.{digits}g} [{low:.{digits}g}-{high:.{digits}g}]"
+
+
+def machine_section(machine: dict) -> str:
+    devices = ", ".join(machine["devices"]) or "none used"
+    return "\n".join(
+        [
+            "## Machine",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| CPU | {machine['cpu']} |",
+            f"| logical cores | {machine['logical_cores']} |",
+            f"| accelerators | {devices} |",
+            f"| Keras | {machine['keras']} (backend {machine['keras_backend']}, "
+            f"{machine['backend_version']}) |",
+            f"| Python, NumPy | {machine['python']}, {machine['numpy']} |",
+            f"| date | {machine['date']} |",
+            "",
+        ]
+    )
+
+
+def frozen_section(result: dict) -> str:
+    lines = [
+        "## 1. Frozen phase: feature-cached against end to end",
+        "",
+        f"{result['backbone']}, {result['images']} images ({result['image_size']} px, "
+        f"batch {result['batch_size']}), 80/20 train/val. Seconds of wall time per phase 1.",
+        "",
+        "| epochs | cached (s) | end to end (s) | speedup | goal | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = result["figures"]
+    for epochs in sorted({r["epochs"] for r in rows}):
+        cached, e2e, ratio = (r for r in rows if r["epochs"] == epochs)
+        goal = f">= {ratio['goal']:g}x" if ratio["goal"] else "-"
+        met = {True: "yes", False: "**no**", None: "-"}[ratio["goal_met"]]
+        lines.append(
+            f"| {epochs} | {span(cached)} | {span(e2e)} | {span(ratio)}x | {goal} | {met} |"
+        )
+    lines += [
+        "",
+        f"Same results: final validation losses of the two arms differ by at most "
+        f"{result['val_loss_gap']:.2g}.",
+    ]
+    return "\n".join(lines + [""])
+
+
+def hardware_section(result: dict) -> str:
+    peak = result["peak_flops"]
+    matmuls = [r for r in result["figures"] if r["figure"] == "matmul"]
+    steps = [r for r in result["figures"] if r["figure"] != "matmul"]
+    lines = [
+        "## 2. Hardware limit",
+        "",
+        f"Measured float32 matmul peak: **{peak / 1e9:.3g} GFLOP/s** (n = {result['peak_size']}).",
+        "",
+        "| matmul n | GFLOP/s |",
+        "|---|---|",
+        *[f"| {r['size']} | {span(r, 1e-9)} |" for r in matmuls],
+        "",
+        f"| {result['backbone']} | size | batch | images/s | GFLOP/image | GFLOP/s | % of peak |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in steps:
+        lines.append(
+            f"| {r['figure'].replace('_', ' ')} | {r['size']} | {r['batch_size']} | {span(r)} | "
+            f"{r['flops_per_image'] / 1e9:.3g} | {r['achieved_flops'] / 1e9:.3g} | "
+            f"{100 * r['fraction_of_peak']:.0f}% |"
+        )
+    verdict = "reached" if result["goal_met"] else "**not reached**"
+    lines += ["", f"Goal, forward at least 60% of the measured matmul peak: {verdict}.", ""]
+    return "\n".join(lines)
+
+
+def pipeline_section(result: dict) -> str:
+    lines = [
+        "## 3. Input pipeline: a folder streamed from disk",
+        "",
+        f"JPEGs of {result['file_size']} px decoded and resized to {result['input_size']} px.",
+        "",
+        "| images | ms/image | peak resident memory (MB) |",
+        "|---|---|---|",
+        *[f"| {r['images']} | {span(r)} | {r['max_rss_mb']:.0f} |" for r in result["figures"]],
+        "",
+        f"From N to 4N, time per image changed by x{result['time_growth']:.2f} and peak "
+        f"memory by x{result['memory_growth']:.3f}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def overhead_section(result: dict) -> str:
+    names = {"pipeline": "input pipeline alone", "forward": "model forward alone"}
+    names["train_step"] = "model training step alone"
+    lines = [
+        "## 4. Pipeline overhead",
+        "",
+        f"At {result['input_size']} px:",
+        "",
+        "| | images/s |",
+        "|---|---|",
+        *[f"| {names[r['figure']]} | {span(r)} |" for r in result["figures"]],
+        "",
+        f"Training is bound by the **{result['bound_by']}**: the pipeline needs "
+        f"{100 * result['pipeline_share_of_train_step']:.1f}% of a training step's time "
+        "(on a CPU it shares the cores with the model).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+SECTIONS = {
+    "frozen_phase": frozen_section,
+    "hardware_limit": hardware_section,
+    "pipeline_scaling": pipeline_section,
+    "pipeline_overhead": overhead_section,
+}
+ORDER = list(SECTIONS)
+
+
+def kept_gpu_section(path: Path) -> str:
+    """The file's existing "## GPU" section, or the not-yet-measured placeholder."""
+    if path.is_file():
+        text = path.read_text()
+        if "\n## GPU" in text:
+            return "## GPU" + text.split("\n## GPU", 1)[1].split("\n## ", 1)[0].rstrip() + "\n"
+    return GPU_PLACEHOLDER
+
+
+def write_summary(results: list[dict], machine: dict, path: Path) -> Path:
+    """Write the markdown summary of ``results`` (benchmark dicts) to ``path``."""
+    by_name = {r["benchmark"]: r for r in results}
+    parts = [
+        "# Benchmarks\n",
+        f"Measured by `make bench` on {machine['date']}; raw results (every run) in "
+        "`outputs/bench/<benchmark>.json` and `.csv`. Figures are CPU figures from this "
+        "one machine, median [min-max].\n",
+        machine_section(machine),
+        METHOD,
+        *[SECTIONS[name](by_name[name]) for name in ORDER if name in by_name],
+        kept_gpu_section(path),
+    ]
+    return write_text(path, "\n".join(parts))

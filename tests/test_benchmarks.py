@@ -1,0 +1,136 @@
+"""Every benchmark at a tiny size (so none of them rots), and the FLOP count by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import keras
+import pandas as pd
+import pytest
+
+from transferlab.benchmarks import count_flops, run_benchmarks
+from transferlab.config import load_config
+
+from .conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """``make bench``'s stage once, shrunk: small_resnet at 16 px, N=8, one epoch."""
+    tmp = tmp_path_factory.mktemp("bench")
+    cfg = load_config(
+        ROOT / "configs" / "demo.yaml",
+        {
+            "output_dir": str(tmp / "outputs"),
+            "model.backbone": "small_resnet",
+            "model.image_size": 16,
+            "train.batch_size": 4,
+            "bench.repeats": 2,
+            "bench.batch_size": 4,
+            "bench.frozen_images": 8,
+            "bench.frozen_epochs": [1],
+            "bench.frozen_image_size": 16,
+            "bench.pipeline_images": 4,
+            "bench.file_size": 24,
+            "bench.model_sizes": [],
+            "bench.matmul_sizes": [32, 64],
+            "bench.summary": str(tmp / "benchmarks.md"),
+        },
+    )
+    run_benchmarks(cfg)
+    out = tmp / "outputs" / "bench"
+    names = ["frozen_phase", "hardware_limit", "pipeline_scaling", "pipeline_overhead"]
+    results = {name: json.loads((out / f"{name}.json").read_text()) for name in names}
+    return {"results": results, "out": out, "summary": tmp / "benchmarks.md"}
+
+
+def check_figure(row: dict) -> None:
+    assert row["min"] <= row["median"] <= row["max"]
+    assert row["min"] > 0 and math.isfinite(row["max"])
+
+
+def test_count_flops_of_a_small_conv_model_matches_a_hand_count():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 2*8*8 * 3*3*3*4 = 13824
+    x = keras.layers.Conv2D(5, 3, strides=2)(x)  # 3x3 out: 2*3*3 * 3*3*4*5 = 3240
+    inner = keras.Model(inputs, x)
+    outer_in = keras.Input((8, 8, 3))
+    y = keras.layers.GlobalAveragePooling2D()(inner(outer_in))
+    y = keras.layers.Dense(2)(y)  # 2*5*2 = 20
+    assert count_flops(keras.Model(outer_in, y)) == 13824 + 3240 + 20
+
+
+def test_count_flops_of_resnet50_at_224():
+    # The published figure is about 3.9 GMACs (7.7 GFLOP) without the classifier.
+    backbone = keras.applications.ResNet50(
+        weights=None, include_top=False, input_shape=(224,) * 2 + (3,)
+    )
+    assert 7.6e9 < count_flops(backbone) < 7.8e9
+
+
+def test_frozen_phase_times_both_arms_and_their_ratio(bench):
+    result = bench["results"]["frozen_phase"]
+    cached, e2e, speedup = result["figures"]
+    for row in (cached, e2e):
+        check_figure(row)
+        assert len(row["runs"]) == 2 and row["epochs"] == 1
+    assert speedup["median"] == pytest.approx(e2e["median"] / cached["median"])
+    # Same seed, data and model: caching changes the speed, not the result.
+    assert result["val_loss_gap"] < 1e-3
+    assert all(r["feature_cache_s"] > 0 for r in result["results"] if r["cached"])
+
+
+def test_hardware_limit_reports_fractions_of_the_measured_peak(bench):
+    result = bench["results"]["hardware_limit"]
+    rows = {(r["figure"], r.get("size")): r for r in result["figures"]}
+    assert result["peak_flops"] == max(rows["matmul", n]["median"] for n in (32, 64))
+    forward, train = rows["forward", 16], rows["train_step", 16]
+    for row in (forward, train):
+        check_figure(row)
+        assert row["fraction_of_peak"] == pytest.approx(
+            row["median"] * row["flops_per_image"] / result["peak_flops"]
+        )
+    assert train["flops_per_image"] == 3 * forward["flops_per_image"] > 0
+    assert result["machine"]["logical_cores"] >= 1
+
+
+def test_pipeline_scaling_runs_n_2n_4n_in_subprocesses(bench):
+    result = bench["results"]["pipeline_scaling"]
+    assert [r["images"] for r in result["figures"]] == [4, 8, 16]
+    for row in result["figures"]:
+        check_figure(row)
+        assert row["max_rss_mb"] > 50  # a whole Python process with TensorFlow
+    assert result["time_growth"] > 0 and result["memory_growth"] > 0
+
+
+def test_pipeline_overhead_names_the_bound(bench):
+    result = bench["results"]["pipeline_overhead"]
+    pipeline, forward, train = result["figures"]
+    assert [pipeline["figure"], forward["figure"], train["figure"]] == [
+        "pipeline",
+        "forward",
+        "train_step",
+    ]
+    for row in (pipeline, forward, train):
+        check_figure(row)
+    assert result["pipeline_share_of_train_step"] == pytest.approx(
+        train["median"] / pipeline["median"]
+    )
+    assert result["bound_by"] == (
+        "model" if train["median"] < pipeline["median"] else "input pipeline"
+    )
+
+
+def test_csv_files_and_summary_table(bench):
+    for name, result in bench["results"].items():
+        table = pd.read_csv(bench["out"] / f"{name}.csv")
+        assert len(table) == len(result["figures"])
+        assert {"figure", "unit", "median", "min", "max"} <= set(table.columns)
+    summary = bench["summary"].read_text()
+    for heading in ["## Machine", "## Method", "## 1. Frozen", "## 2. Hardware", "## 3. Input"]:
+        assert heading in summary
+    assert "## 4. Pipeline overhead" in summary
+    assert "GPU figures: not yet measured" in summary
+    frozen = bench["results"]["frozen_phase"]["figures"][2]
+    assert f"{frozen['median']:.3g} [" in summary
