@@ -102,7 +102,7 @@ def plot_image_grid(
     count = max(len(images), 1)
     columns = min(columns, count)
     rows = -(-count // columns)
-    fig = Figure(figsize=(2.6 * columns, 2.9 * rows))
+    fig = Figure(figsize=(2.6 * columns, 2.9 * rows), layout="constrained")
     if not images:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "nothing to show", ha="center", va="center")

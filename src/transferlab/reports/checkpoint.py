@@ -222,13 +222,14 @@ def key_outputs(runs, phases, training_reports, files: Path, out: Path) -> str:
         run = runs.get(stage)
         if not run:
             continue
-        for figure in run.figures:
-            if names is not None and figure.name not in names:
-                continue
+        # Evaluation figures in reading order; Grad-CAM figures as they come.
+        figures = [run.path / "figures" / n for n in names] if names else run.figures
+        for figure in (f for f in figures if f.is_file()):
             title = (
                 names[figure.name] if names else f"Grad-CAM: {figure.stem.replace('gradcam_', '')}"
             )
-            copied = copy_figure(figure, files, f"{stage}_{figure.name}")
+            target = figure.name if figure.name.startswith(stage) else f"{stage}_{figure.name}"
+            copied = copy_figure(figure, files, target)
             rows.append([title, f"[{copied.name}]({link(copied, out)})"])
             images.append(f"![{title}]({link(copied, out)})")
         rows.append([f"Run directory ({stage})", f"`{run.path}`"])

@@ -386,7 +386,7 @@ def check_evaluation(metrics: dict[str, Any]) -> list[Finding]:
             Finding(
                 "tta",
                 "info",
-                f"test-time augmentation ({metrics['tta_passes']} passes): accuracy "
+                f"test-time augmentation ({metrics['tta_passes']} extra pass(es)): accuracy "
                 f"{num(metrics['tta_accuracy'])} vs plain {num(metrics['accuracy'])}",
             )
         )

@@ -56,7 +56,11 @@ def training_markdown(run: RunFiles, report_dir: Path, files_dir: Path) -> str:
                 ["Epochs run", s.get("epochs_run", len(history))],
                 ["Best epoch", s.get("best_epoch")],
                 ["Monitor", f"`{s['monitor']}`" if s.get("monitor") else "—"],
-                *[[f"Best {k}", v] for k, v in sorted(s.get("best_metrics", {}).items())],
+                *[
+                    [f"Best {k}", v]
+                    for k, v in sorted(s.get("best_metrics", {}).items())
+                    if k.startswith("val_")
+                ],
                 ["Stop reason", str(s.get("stop_reason", "—"))],
                 ["Wall time", seconds(s.get("wall_time_s"))],
             ],
