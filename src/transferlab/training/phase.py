@@ -32,7 +32,7 @@ from transferlab.models import (
     unfreeze_from,
 )
 from transferlab.pipeline import input_size_for, labels_of, make_tf_dataset
-from transferlab.runs import new_run_dir, write_json
+from transferlab.runs import atomic_path, new_run_dir, write_json
 from transferlab.splits import Splits, prepare_splits
 from transferlab.training.checkpoints import (
     EpochCheckpoint,
@@ -125,6 +125,8 @@ def train_phase(
     with strategy.scope():
         full = starting_model(cfg, phase, paths, state, num_classes, input_size_for(cfg, dataset))
         data = make_data(cfg, dataset, splits, full if cached else None, num_classes)
+        if strategy.num_replicas_in_sync > 1:
+            share_batches_evenly(data, cfg.train.batch_size, strategy.num_replicas_in_sync)
         trainer = training_model(cfg, phase_cfg, paths, state, full, cached, data)
     if not cached:
         full = trainer
@@ -161,9 +163,10 @@ def train_phase(
     if stop_reason != "interrupted":
         state["finished"] = True
         write_json(paths.state, state)
-    if state["best_epoch"] == 0 and is_chief():
+    if state["best_epoch"] == 0 and stop_reason == "completed" and is_chief():
         # No epoch ran (epochs=0): the starting model is the best there is.
-        full.save(paths.best)
+        with atomic_path(paths.best) as tmp:
+            full.save(tmp)
     state["wall_time_s"] = state.get("wall_time_s", 0.0) + time.perf_counter() - started
     summary = write_summary(
         cfg, phase, state, rows, run_dir, full, paths, dataset, data, policy, strategy
@@ -173,8 +176,8 @@ def train_phase(
         raise TrainingError(
             f"{phase}: the loss became NaN in epoch {epoch} (batch {batch}); training stopped. "
             f"Lower {phase}.learning_rate (now {phase_cfg.learning_rate}), set train.clip_norm "
-            "(e.g. 1.0), or try train.mixed_precision=off. The best model so far is "
-            f"{paths.best}"
+            "(e.g. 1.0), or try train.mixed_precision=off."
+            + (f" The best model so far is {paths.best}" if state["best_epoch"] else "")
         )
     return RunResult(
         phase=phase,
@@ -264,6 +267,19 @@ def make_data(cfg, dataset, splits, feature_model, num_classes) -> Data:
         train = train.map(mixers, num_parallel_calls=tf.data.AUTOTUNE)
     val = make_tf_dataset(dataset, splits.val, batch, size).map(one_hot)
     return Data(dataset, splits, size, train, val, steps)
+
+
+def share_batches_evenly(data: Data, batch: int, replicas: int) -> None:
+    """Give every replica an equal share of each training batch (the last one is dropped).
+
+    Keras averages the first validation batch across replicas to build the model, which
+    fails on unequal shares; a first batch that splits evenly avoids it while every
+    validation image is still scored.
+    """
+    data.train = data.train.rebatch(batch, drop_remainder=True)
+    data.steps_per_epoch = len(data.splits.train) // batch
+    size = min(batch, len(data.splits.val))
+    data.val = data.val.rebatch(max(replicas, size - size % replicas))
 
 
 def feature_dataset(extractor, dataset, split, size, batch, num_classes, seed) -> tf.data.Dataset:

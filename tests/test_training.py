@@ -1,0 +1,343 @@
+"""Training: both phases on tiny data; freezing, feature caching, resume after SIGKILL, Mirrored."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from transferlab.config import load_config
+from transferlab.data import load_dataset
+from transferlab.models import load_model
+from transferlab.pipeline import labels_of
+from transferlab.splits import prepare_splits
+from transferlab.training import TrainingError, train_phase
+from transferlab.training.optim import OneCycle, make_schedule
+from transferlab.training.records import METRIC_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+# Ten digits per class: 70 train, 15 val, 15 test images, 8x8 pixels resized to 32.
+TINY = {
+    "data.subset_per_class": 10,
+    "model.image_size": 32,
+    "train.batch_size": 16,
+    "train.monitor": "val_accuracy",
+}
+
+
+def tiny_config(root: Path, **overrides):
+    settings = {
+        "output_dir": str(root / "outputs"),
+        "models_dir": str(root / "models"),
+        "checkpoints_dir": str(root / "checkpoints"),
+        **TINY,
+        **{k.replace("__", "."): v for k, v in overrides.items()},
+    }
+    return load_config(ROOT / "configs" / "demo.yaml", settings)
+
+
+def val_images(cfg):
+    dataset = load_dataset(cfg)
+    split = prepare_splits(cfg, dataset).val
+    return dataset.load_images(split["sample_id"]), labels_of(dataset, split)
+
+
+def weights_by_path(model) -> dict[str, np.ndarray]:
+    return {w.path: np.array(w.numpy()) for w in model.weights}
+
+
+@pytest.fixture(scope="module")
+def two_phases(tmp_path_factory):
+    """Phase 1 end to end (augmentation on, so no feature cache), then phase 2 from conv5."""
+    root = tmp_path_factory.mktemp("two_phases")
+    cfg = tiny_config(
+        root, model__augmentation=["flip"], phase1__epochs=2, phase2__epochs=1, phase1__patience=0
+    )
+    start = build_start_model(cfg)
+    phase1 = train_phase(cfg, "phase1")
+    phase2 = train_phase(cfg, "phase2")
+    return cfg, start, phase1, phase2
+
+
+def build_start_model(cfg):
+    """The model phase 1 starts from: same seed, same build order as train_phase."""
+    from transferlab.models import build_model
+
+    keras.utils.set_random_seed(cfg.seed)
+    return weights_by_path(build_model(cfg, num_classes=10, input_size=8))
+
+
+def test_phase1_leaves_the_backbone_bit_identical(two_phases):
+    cfg, start, phase1, _ = two_phases
+    trained = weights_by_path(load_model(phase1.model_path))
+    backbone = [p for p in start if not p.startswith(("logits", "head_"))]
+    assert len(backbone) > 300  # every conv kernel, BN gamma/beta and moving mean/variance
+    for path in backbone:
+        np.testing.assert_array_equal(trained[path], start[path], err_msg=path)
+    assert not np.array_equal(trained["logits/kernel"], start["logits/kernel"])
+
+
+def test_phase2_changes_conv5_and_head_only_and_no_batchnorm_statistics(two_phases):
+    cfg, _, phase1, phase2 = two_phases
+    before = load_model(phase1.model_path)
+    after = load_model(phase2.model_path)
+    changed = {
+        w.path
+        for w, v in zip(before.weights, after.weights, strict=True)
+        if not np.array_equal(w.numpy(), v.numpy())
+    }
+    layer_of = {w.path: w.path.split("/")[-2] for w in before.weights}
+    assert changed, "phase 2 changed nothing"
+    assert all(layer_of[p].startswith("conv5_") or layer_of[p] == "logits" for p in changed)
+    assert any(layer_of[p].startswith("conv5_") for p in changed)
+    assert any(layer_of[p] == "logits" for p in changed)
+    bn_weights = [p for p in layer_of if layer_of[p].endswith("_bn")]
+    assert bn_weights and not changed & set(bn_weights)
+
+
+def test_run_directory_files(two_phases):
+    cfg, _, phase1, phase2 = two_phases
+    for result, epochs in ((phase1, 2), (phase2, 1)):
+        run = result.run_dir
+        assert run.name.endswith(f"_demo_{result.phase}")
+        metrics = pd.read_csv(run / "metrics.csv")
+        assert list(metrics.columns) == METRIC_COLUMNS
+        assert metrics["epoch"].tolist() == list(range(1, epochs + 1))
+        assert metrics[["val_accuracy", "val_macro_f1", "accuracy"]].stack().between(0, 1).all()
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["best_epoch"] == int(metrics["val_accuracy"].idxmax()) + 1
+        assert summary["best_metrics"]["val_accuracy"] == pytest.approx(
+            metrics["val_accuracy"].max()
+        )
+        assert summary["stop_reason"] == "completed"
+        assert summary["epochs_run"] == epochs
+        assert (
+            summary["total_params"] == summary["trainable_params"] + summary["non_trainable_params"]
+        )
+        assert summary["num_classes"] == 10 and summary["class_names"][0] == "0"
+        assert summary["versions"]["keras"] == keras.__version__
+        assert summary["input_size"] == 8 and summary["image_size"] == 32
+        assert summary["feature_cached"] is False
+        assert json.loads((run / "config.json").read_text())["experiment"] == "demo"
+        assert (run / "figures" / "training_curves.png").stat().st_size > 1000
+    s1, s2 = (json.loads((r.run_dir / "summary.json").read_text()) for r in (phase1, phase2))
+    # Phase 1 trains the head only; phase 2 adds conv5's kernels.
+    assert s1["trainable_params"] == 2048 * 10 + 10
+    assert s2["trainable_params"] > 10 * s1["trainable_params"]
+    assert Path(cfg.checkpoints_dir, "demo", "phase2_last.keras").is_file()
+
+
+def test_val_macro_f1_is_computed_over_the_whole_validation_set(two_phases):
+    cfg, _, _, phase2 = two_phases
+    images, labels = val_images(cfg)
+    predicted = load_model(phase2.model_path).predict(images, verbose=0).argmax(axis=1)
+    row = pd.read_csv(phase2.run_dir / "metrics.csv").iloc[0]
+    expected = f1_score(labels, predicted, average="macro", labels=range(10), zero_division=0)
+    assert row["val_macro_f1"] == pytest.approx(expected, abs=1e-5)
+    assert row["val_accuracy"] == pytest.approx((predicted == labels).mean(), abs=1e-6)
+
+
+def test_feature_cached_phase1_matches_end_to_end(tmp_path):
+    results = {}
+    for cached in (True, False):
+        cfg = tiny_config(
+            tmp_path / str(cached),
+            train__cache_features=cached,
+            model__dropout=0.0,
+            phase1__epochs=3,
+            phase1__patience=0,
+        )
+        result = train_phase(cfg, "phase1")
+        images, _ = val_images(cfg)
+        results[cached] = (result, load_model(result.model_path).predict(images, verbose=0))
+    (cached_run, cached_probs), (full_run, full_probs) = results[True], results[False]
+    assert cached_run.summary["feature_cached"] and not full_run.summary["feature_cached"]
+    assert cached_run.best_epoch == full_run.best_epoch
+    np.testing.assert_allclose(cached_probs, full_probs, atol=1e-4)
+    cached_times = pd.read_csv(cached_run.run_dir / "metrics.csv")["epoch_time"]
+    full_times = pd.read_csv(full_run.run_dir / "metrics.csv")["epoch_time"]
+    # Once traced, a cached epoch skips the backbone entirely.
+    assert cached_times.iloc[-1] < 0.5 * full_times.iloc[-1]
+
+
+def test_phase2_without_a_phase1_model_says_what_to_run(tmp_path):
+    cfg = tiny_config(tmp_path)
+    with pytest.raises(FileNotFoundError, match="make train-phase1"):
+        train_phase(cfg, "phase2")
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    import transferlab.training.phase as phase_module
+
+    real_compile = phase_module.compile_model
+
+    def compile_with_nan_loss(model, cfg, optimizer):
+        real_compile(model, cfg, optimizer)
+        model.compile(optimizer=model.optimizer, loss=lambda y, p: keras.ops.mean(p) * np.nan)
+        return model
+
+    monkeypatch.setattr(phase_module, "compile_model", compile_with_nan_loss)
+    cfg = tiny_config(tmp_path, model__backbone="small_resnet")
+    with pytest.raises(TrainingError, match=r"loss became NaN in epoch 1.*learning_rate"):
+        train_phase(cfg, "phase1")
+    summary = json.loads(next(Path(cfg.output_dir).glob("runs/*/summary.json")).read_text())
+    assert summary["stop_reason"] == "nan_loss"
+
+
+def test_ctrl_c_saves_and_the_next_run_resumes(tmp_path, monkeypatch):
+    from transferlab.training.checkpoints import EpochCheckpoint
+
+    real_begin = EpochCheckpoint.on_epoch_begin
+
+    def interrupt_in_epoch_three(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        real_begin(self, epoch, logs)
+
+    cfg = tiny_config(
+        tmp_path, model__backbone="small_resnet", phase1__epochs=4, phase1__patience=0
+    )
+    monkeypatch.setattr(EpochCheckpoint, "on_epoch_begin", interrupt_in_epoch_three)
+    first = train_phase(cfg, "phase1")
+    assert first.stop_reason == "interrupted" and first.epochs_run == 2
+    monkeypatch.setattr(EpochCheckpoint, "on_epoch_begin", real_begin)
+    second = train_phase(cfg, "phase1")
+    assert second.run_dir == first.run_dir
+    assert second.stop_reason == "completed" and second.epochs_run == 4
+    assert pd.read_csv(second.run_dir / "metrics.csv")["epoch"].tolist() == [1, 2, 3, 4]
+
+
+def test_training_options_run_and_the_schedule_moves(tmp_path):
+    cfg = tiny_config(
+        tmp_path,
+        model__backbone="small_resnet",
+        model__augmentation=["mixup", "cutmix"],
+        phase1__epochs=2,
+        phase1__optimizer="adamw",
+        phase1__schedule="onecycle",
+        train__label_smoothing=0.1,
+        train__class_weight="balanced",
+        train__clip_norm=1.0,
+    )
+    result = train_phase(cfg, "phase1")
+    metrics = pd.read_csv(result.run_dir / "metrics.csv")
+    assert np.isfinite(metrics["loss"]).all()
+    assert metrics["learning_rate"].nunique() == 2
+
+
+def test_schedules():
+    phase = load_config(None, {"phase1.schedule": "cosine", "phase1.warmup_epochs": 1}).phase1
+    cosine = make_schedule(phase, steps_per_epoch=10)
+    assert float(cosine(0)) == pytest.approx(phase.learning_rate / 100)
+    assert float(cosine(10)) == pytest.approx(phase.learning_rate)
+    assert float(cosine(100)) == pytest.approx(0.0, abs=1e-9)
+    one = OneCycle(1e-2, total_steps=100)
+    values = [float(one(s)) for s in range(101)]
+    assert values[0] == pytest.approx(1e-2 / 25) and max(values) == pytest.approx(1e-2)
+    assert int(np.argmax(values)) == 30 and values[-1] == pytest.approx(1e-6)
+
+
+def run_python(code: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+TRAIN_SCRIPT = """
+    import sys
+    sys.path.insert(0, "tests")
+    from pathlib import Path
+    from test_training import tiny_config
+    from transferlab.training import train_phase
+    cfg = tiny_config(Path({root!r}), **{overrides!r})
+    print("RESULT", train_phase(cfg, "phase1"), flush=True)
+"""
+
+
+def test_a_run_killed_mid_phase_resumes_and_keeps_the_true_best(tmp_path):
+    overrides = {
+        "model__backbone": "small_resnet",
+        "train__cache_features": False,
+        "phase1__epochs": 6,
+        "phase1__patience": 0,
+        "phase1__learning_rate": 0.01,
+    }
+    cfg = tiny_config(tmp_path, **overrides)
+    state_file = Path(cfg.checkpoints_dir) / "demo" / "phase1_state.json"
+    process = run_python(TRAIN_SCRIPT.format(root=str(tmp_path), overrides=overrides))
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if state_file.is_file() and json.loads(state_file.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, (
+        f"the run ended before it could be killed:\n{process.stdout.read()}"
+    )
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(state_file.read_text())["epoch"]
+    assert 2 <= killed_at < 6
+    run_dir = Path(json.loads(state_file.read_text())["run_dir"])
+    before = pd.read_csv(run_dir / "metrics.csv")
+    before = before[before["epoch"] <= killed_at]
+
+    result = train_phase(cfg, "phase1")
+
+    assert result.run_dir == run_dir and result.epochs_run == 6
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5, 6]  # no epoch lost, none repeated
+    pd.testing.assert_frame_equal(metrics.iloc[: len(before)], before)
+    best = int(metrics["val_accuracy"].idxmax()) + 1
+    assert result.best_epoch == best
+    images, labels = val_images(cfg)
+    best_model = load_model(result.model_path)
+    accuracy = (best_model.predict(images, verbose=0).argmax(axis=1) == labels).mean()
+    assert accuracy == pytest.approx(metrics["val_accuracy"].max(), abs=1e-6)
+    last = keras.models.load_model(Path(cfg.checkpoints_dir) / "demo" / "phase1_last.keras")
+    # The optimizer's step count went on from the checkpoint: 5 steps x 6 epochs.
+    assert int(last.optimizer.iterations.numpy()) == 6 * 5
+
+
+MIRRORED_SCRIPT = """
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+    sys.path.insert(0, "tests")
+    from pathlib import Path
+    from test_training import tiny_config
+    from transferlab.training import train_phase
+    cfg = tiny_config(Path({root!r}), model__backbone="small_resnet", train__cache_features=False)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    result = train_phase(cfg, "phase1", strategy=strategy)
+    print("REPLICAS", result.summary["replicas"], "LOSS", result.best_metrics["loss"])
+"""
+
+
+def test_mirrored_strategy_over_two_cpu_devices_trains(tmp_path):
+    process = run_python(MIRRORED_SCRIPT.format(root=str(tmp_path)))
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    line = next(x for x in output.splitlines() if x.startswith("REPLICAS"))
+    _, replicas, _, loss = line.split()
+    assert replicas == "2" and np.isfinite(float(loss))
