@@ -21,7 +21,9 @@ METHOD = """## Method
 
 - `make bench` runs four benchmarks in one process (the pipeline-scaling sizes each in a
   fresh subprocess). No downloads: random weights (`model.weights` is set to `none`; speed
-  does not depend on weight values) and synthetic images.
+  does not depend on weight values) and synthetic images. The config (`make bench`'s
+  default is `configs/cifar10_resnet50.yaml`) gives the model and `bench.*` the sizes;
+  its dataset is never loaded.
 - Every figure is the median of `bench.repeats` timed runs, with the min and max in
   brackets. Model steps get one untimed warm-up call first (tracing and compiling).
 - **Frozen phase**: `train_phase(cfg, "phase1")`, the product's own phase 1 (checkpoints,
@@ -39,7 +41,7 @@ METHOD = """## Method
 - **Input pipeline**: `make_tf_dataset` (training order: shuffled, parallel decode and
   resize, prefetch) streams JPEGs from a temporary folder; the files were just written,
   so they come from the page cache, not the disk itself. Peak memory is the subprocess's
-  `ru_maxrss` (imports included).
+  peak resident memory (VmHWM; imports included).
 - **Pipeline overhead**: the pipeline alone, warm, in the main process, against the model's
   forward and training steps alone at the same input size.
 """
@@ -65,6 +67,7 @@ def machine_section(machine: dict) -> str:
             f"| Keras | {machine['keras']} (backend {machine['keras_backend']}, "
             f"{machine['backend_version']}) |",
             f"| Python, NumPy | {machine['python']}, {machine['numpy']} |",
+            f"| 1-minute load average at start | {machine['load_average_1min']:.2f} |",
             f"| date | {machine['date']} |",
             "",
         ]
@@ -170,6 +173,18 @@ SECTIONS = {
 ORDER = list(SECTIONS)
 
 
+def section(result: dict, machine: dict) -> str:
+    """One benchmark's section, dated when it was measured apart from the others."""
+    text = SECTIONS[result["benchmark"]](result)
+    measured = result.get("machine", machine)
+    if measured["date"] != machine["date"]:
+        text += (
+            f"\nRe-measured alone on {measured['date']} "
+            f"(1-minute load average {measured['load_average_1min']:.2f}).\n"
+        )
+    return text
+
+
 def kept_gpu_section(path: Path) -> str:
     """The file's existing "## GPU" section, or the not-yet-measured placeholder."""
     if path.is_file():
@@ -189,7 +204,7 @@ def write_summary(results: list[dict], machine: dict, path: Path) -> Path:
         "one machine, median [min-max].\n",
         machine_section(machine),
         METHOD,
-        *[SECTIONS[name](by_name[name]) for name in ORDER if name in by_name],
+        *[section(by_name[name], machine) for name in ORDER if name in by_name],
         kept_gpu_section(path),
     ]
     return write_text(path, "\n".join(parts))

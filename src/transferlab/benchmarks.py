@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -205,9 +206,21 @@ def stream_folder(root: str, input_size: int, batch_size: int, repeats: int) -> 
             pass
 
     seconds = time_runs(one_pass, repeats)
-    # ru_maxrss is in KiB on Linux: the peak of this whole process, imports included.
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"images": len(dataset.table), "seconds": seconds, "max_rss_mb": peak_kib / 1024}
+    return {"images": len(dataset.table), "seconds": seconds, "max_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since its exec, imports included.
+
+    Linux carries ru_maxrss across fork and exec, so a child of a big parent would report
+    the parent's peak; VmHWM in /proc/self/status belongs to this process image alone.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def stream_in_subprocess(root: Path, input_size: int, batch_size: int, repeats: int) -> dict:
@@ -393,6 +406,8 @@ def machine_info() -> dict:
         "backend_version": backend_version(),
         "numpy": np.__version__,
         "devices": accelerator_names(),
+        # Other processes share the cores: the 1-minute load when the benchmarks started.
+        "load_average_1min": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
 
@@ -447,8 +462,8 @@ def run_benchmarks(cfg: Config) -> str:
 
     with tempfile.TemporaryDirectory(prefix="transferlab-bench-") as tmp:
         work = Path(tmp)
-        hardware = keep(hardware_limit(cfg))
         keep(pipeline_scaling(cfg, work))
+        hardware = keep(hardware_limit(cfg))
         size = cfg.data.input_size or cfg.model.image_size
         rows = [r for r in hardware["figures"] if r.get("size") == size and "batch_size" in r]
         speed = {"figures": rows} if len(rows) == 2 else None
