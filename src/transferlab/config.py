@@ -55,6 +55,12 @@ class DataConfig:
     path_column: str = "path"
     label_column: str = "label"
     group_column: str | None = None
+    # csv only: numeric columns fed to fusion models, and a column of boxes per image
+    # ("x,y,w,h; x,y,w,h" or [[x, y, w, h], ...]) in box_units, padded/cut to max_boxes.
+    metadata_columns: list[str] = field(default_factory=list)
+    boxes_column: str | None = None
+    box_units: Literal["pixels", "relative"] = "pixels"
+    max_boxes: int = 4
 
     def check(self) -> None:
         if len(self.splits) != 3 or any(f < 0 for f in self.splits):
@@ -70,6 +76,12 @@ class DataConfig:
             raise ConfigError(f"data.splits={self.splits}: train and val fractions must be above 0")
         _check_min("data.subset_per_class", self.subset_per_class, 1)
         _check_min("data.input_size", self.input_size, 8)
+        _check_min("data.max_boxes", self.max_boxes, 1)
+        if (self.metadata_columns or self.boxes_column) and self.kind != "csv":
+            raise ConfigError(
+                "data.metadata_columns and data.boxes_column need data.kind=csv "
+                f"(got data.kind={self.kind})"
+            )
         if self.kind in ("folder", "csv") and not self.data_dir:
             raise ConfigError(f"data.kind={self.kind} needs data.data_dir (a path to your data)")
 
@@ -84,9 +96,23 @@ class ModelConfig:
     dropout: float = 0.2
     dense_units: int = 0
     augmentation: list[str] = field(default_factory=list)
+    # "image": pixels only; "fusion": pooled image features + encoded metadata and boxes;
+    # "roi": the image cropped to one box (or masked by all boxes) before the resize layer.
+    inputs: Literal["image", "fusion", "roi"] = "image"
+    # fusion: width of the Dense layer that encodes metadata and boxes.
+    side_units: int = 32
+    # roi: crop to the "largest" box or to box number roi_index ("index"), or keep only
+    # the pixels inside any box ("mask"); crops grow by roi_margin of the box's size per side.
+    roi: Literal["largest", "index", "mask"] = "largest"
+    roi_index: int = 0
+    roi_margin: float = 0.1
 
     def check(self) -> None:
         _check_min("model.image_size", self.image_size, 8)
+        _check_min("model.side_units", self.side_units, 1)
+        _check_min("model.roi_index", self.roi_index, 0)
+        if not 0.0 <= self.roi_margin <= 1.0:
+            raise ConfigError(f"model.roi_margin={self.roi_margin}: must be in [0, 1]")
         _check_min("model.dense_units", self.dense_units, 0)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout}: must be in [0, 1)")
@@ -243,6 +269,29 @@ class Config:
         self.eval.check()
         self.report.check()
         self.bench.check()
+        self.check_inputs()
+
+    def check_inputs(self) -> None:
+        """model.inputs needs the data columns it reads; batch mixing needs images alone."""
+        mode, data = self.model.inputs, self.data
+        if mode == "fusion" and not (data.metadata_columns or data.boxes_column):
+            raise ConfigError(
+                "model.inputs=fusion needs data.metadata_columns and/or data.boxes_column "
+                "(a CSV dataset with those columns)"
+            )
+        if mode == "roi" and not data.boxes_column:
+            raise ConfigError("model.inputs=roi needs data.boxes_column (a CSV column of boxes)")
+        if mode == "roi" and self.model.roi == "index" and self.model.roi_index >= data.max_boxes:
+            raise ConfigError(
+                f"model.roi_index={self.model.roi_index} must be below "
+                f"data.max_boxes={data.max_boxes}"
+            )
+        mixing = sorted(set(self.model.augmentation) & {"mixup", "cutmix"})
+        if mode != "image" and mixing:
+            raise ConfigError(
+                f"model.augmentation {mixing} mixes images only; with model.inputs={mode} "
+                "use per-image augmentations (flip, rotation, ...)"
+            )
 
     @property
     def dataset_name(self) -> str:

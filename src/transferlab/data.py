@@ -13,12 +13,16 @@ import tarfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from transferlab.config import Config
+
+if TYPE_CHECKING:
+    from transferlab.inputs import SideInputs
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 CIFAR10_CLASSES = [
@@ -50,6 +54,8 @@ class ImageDataset:
     images: np.ndarray | None = None
     # Files left out while scanning, as {"path": ..., "reason": ...}.
     skipped: list[dict] = field(default_factory=list)
+    # Metadata and boxes of CSV datasets that name them (data.metadata_columns, boxes_column).
+    side: SideInputs | None = None
 
     @property
     def num_classes(self) -> int:
@@ -342,14 +348,18 @@ def read_label_csv(path: Path, cfg: Config) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read CSV {path}: {err}") from None
-    needed = [cfg.data.path_column, cfg.data.label_column]
+    side_columns = list(cfg.data.metadata_columns)
+    if cfg.data.boxes_column:
+        side_columns.append(cfg.data.boxes_column)
+    needed = [cfg.data.path_column, cfg.data.label_column, *side_columns]
     if cfg.data.group_column:
         needed.append(cfg.data.group_column)
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise DataError(
             f"CSV {path} lacks column(s) {missing}; it has {list(frame.columns)}. "
-            "Rename them or set data.path_column / data.label_column / data.group_column"
+            "Rename them or set data.path_column / data.label_column / data.group_column "
+            "(or data.metadata_columns / data.boxes_column)"
         )
     base = path.parent
     paths = [p if Path(p).is_absolute() else str(base / p) for p in frame[cfg.data.path_column]]
@@ -359,6 +369,9 @@ def read_label_csv(path: Path, cfg: Config) -> pd.DataFrame:
             "path": paths,
             "label_name": frame[cfg.data.label_column].str.strip(),
             "group": frame[cfg.data.group_column] if cfg.data.group_column else "",
+            # Where each row came from, for error messages about its metadata or boxes.
+            "line": [f"{path.name} line {i + 2}" for i in range(len(frame))],
+            **{column: frame[column] for column in side_columns},
         }
     )
 
@@ -389,7 +402,12 @@ def table_to_dataset(frame: pd.DataFrame, cfg: Config, name: str) -> ImageDatase
     frame["path"] = [str(Path(p).resolve()) for p in frame["path"]]
     table = frame[["sample_id", "path", "label", "group", "fixed_split"]].copy()
     table["label"] = table["label"].astype(np.int64)
-    return ImageDataset(name, class_names, table, None, skipped)
+    side = None
+    if cfg.data.metadata_columns or cfg.data.boxes_column:
+        from transferlab.inputs import read_side_inputs
+
+        side = read_side_inputs(frame, cfg, frame["line"])
+    return ImageDataset(name, class_names, table, None, skipped, side)
 
 
 def class_list(frame: pd.DataFrame) -> list[str]:
@@ -433,4 +451,5 @@ def take_subset(dataset: ImageDataset, per_class: int, seed: int) -> ImageDatase
     rows = np.flatnonzero(keep)
     images = dataset.images[rows] if dataset.in_memory else None
     subset = table.iloc[rows].reset_index(drop=True)
-    return ImageDataset(dataset.name, dataset.class_names, subset, images, dataset.skipped)
+    side = dataset.side.take(rows) if dataset.side else None
+    return ImageDataset(dataset.name, dataset.class_names, subset, images, dataset.skipped, side)
