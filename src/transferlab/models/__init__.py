@@ -28,12 +28,17 @@ from transferlab.models.backbones import (
     small_resnet,
 )
 from transferlab.models.custom_layers import Preprocess, StochasticDepth
+from transferlab.models.side_layers import CropToBox, MaskOutsideBoxes, NormalizeMetadata
 
 __all__ = [
     "BACKBONES",
     "HEAD_LAYERS",
+    "SIDE_LAYERS",
     "Backbone",
+    "CropToBox",
+    "MaskOutsideBoxes",
     "ModelError",
+    "NormalizeMetadata",
     "Preprocess",
     "StochasticDepth",
     "build_backbone",
@@ -44,6 +49,7 @@ __all__ = [
     "get_backbone",
     "gradcam_layer",
     "load_model",
+    "side_input_names",
     "small_resnet",
     "unfreeze_from",
 ]
@@ -58,6 +64,8 @@ HEAD_LAYERS = (
     "logits",
     "predictions",
 )
+# Fusion models' layers that encode metadata and boxes; trained with the head.
+SIDE_LAYERS = ("meta_norm", "side_dense")
 
 
 # --- building ---------------------------------------------------------------------------
@@ -91,17 +99,80 @@ def build_augmentation(names: list[str]) -> keras.Sequential | None:
     )
 
 
-def build_model(cfg: Config, num_classes: int, input_size: int) -> keras.Model:
+def side_input_names(cfg: Config) -> list[str]:
+    """Inputs besides "image" that ``model.inputs`` reads: metadata, boxes, box_mask."""
+    mode, data = cfg.model.inputs, cfg.data
+    names = []
+    if mode == "fusion" and data.metadata_columns:
+        names.append("metadata")
+    if mode == "roi" or (mode == "fusion" and data.boxes_column):
+        names += ["boxes", "box_mask"]
+    return names
+
+
+def side_inputs(cfg: Config) -> dict[str, keras.KerasTensor]:
+    shapes = {
+        "metadata": (len(cfg.data.metadata_columns),),
+        "boxes": (cfg.data.max_boxes, 4),
+        "box_mask": (cfg.data.max_boxes,),
+    }
+    return {name: keras.Input(shapes[name], name=name) for name in side_input_names(cfg)}
+
+
+def roi_layer(cfg: Config) -> layers.Layer:
+    """The layer that narrows the image to its boxes (model.roi), before the resize layer."""
+    # float32 even under mixed precision, like the augmentation layers.
+    if cfg.model.roi == "mask":
+        return MaskOutsideBoxes(cfg.model.roi_margin, name="roi_mask", dtype="float32")
+    select = "largest" if cfg.model.roi == "largest" else "index"
+    return CropToBox(
+        select, cfg.model.roi_index, cfg.model.roi_margin, name="roi_crop", dtype="float32"
+    )
+
+
+def encode_side(cfg: Config, inputs: dict, metadata_stats: dict | None):
+    """Metadata (normalized) and boxes with their mask → one Dense-encoded vector."""
+    parts = []
+    if "metadata" in inputs:
+        if metadata_stats is None:
+            raise ModelError(
+                "a fusion model with metadata needs the training split's statistics "
+                "(metadata_stats={'mean': [...], 'variance': [...]})"
+            )
+        normalize = NormalizeMetadata(
+            metadata_stats["mean"],
+            metadata_stats["variance"],
+            cfg.data.metadata_columns,
+            name="meta_norm",
+        )
+        parts.append(normalize(inputs["metadata"]))
+    if "boxes" in inputs:
+        parts += [layers.Flatten(name="boxes_flat")(inputs["boxes"]), inputs["box_mask"]]
+    x = parts[0] if len(parts) == 1 else layers.Concatenate(name="side_concat")(parts)
+    return layers.Dense(cfg.model.side_units, activation="relu", name="side_dense")(x)
+
+
+def build_model(
+    cfg: Config, num_classes: int, input_size: int, metadata_stats: dict | None = None
+) -> keras.Model:
     """Build the full classifier for raw 0..255 images of side ``input_size``.
 
-    Image → "augmentation" (if any) → "resize" → "preprocess" → "backbone" → head
-    ("head_pool", "head_dropout", ["head_dense", "head_bn", "head_relu"], "logits",
-    "predictions" in float32). The backbone is frozen; phase 2 unfreezes part of it.
+    Image → ["roi_crop" | "roi_mask"] → "augmentation" (if any) → "resize" →
+    "preprocess" → "backbone" → head ("head_pool", ["fusion_concat"], "head_dropout",
+    ["head_dense", "head_bn", "head_relu"], "logits", "predictions" in float32). The
+    backbone is frozen; phase 2 unfreezes part of it. With ``model.inputs`` fusion or
+    roi the model takes a dict of named inputs ("image", "metadata", "boxes",
+    "box_mask"); ``metadata_stats`` (mean and variance per metadata column, from the
+    training split) are stored in the model.
     """
     spec = get_backbone(cfg.model.backbone)
     image_size = cfg.model.image_size
     inputs = keras.Input((input_size, input_size, 3), name="image")
+    side = side_inputs(cfg)
     x = inputs
+    if cfg.model.inputs == "roi":
+        # Before augmentation, so flips and shifts cannot move the image off its boxes.
+        x = roi_layer(cfg)([x, side["boxes"], side["box_mask"]])
     augmentation = build_augmentation(cfg.model.augmentation)
     if augmentation is not None:
         x = augmentation(x)
@@ -111,8 +182,16 @@ def build_model(cfg: Config, num_classes: int, input_size: int) -> keras.Model:
     backbone.trainable = False
     # training=False keeps pretrained BatchNorm in inference mode even when unfrozen.
     x = backbone(x, training=False) if spec.inference_mode else backbone(x)
-    outputs = apply_head(x, cfg, num_classes)
-    return keras.Model(inputs, outputs, name=f"{cfg.model.backbone}_classifier")
+    if not side:
+        outputs = apply_head(x, cfg, num_classes)
+        return keras.Model(inputs, outputs, name=f"{cfg.model.backbone}_classifier")
+    pool = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
+    x = pool[cfg.model.pooling](name="head_pool")(x)
+    if cfg.model.inputs == "fusion":
+        x = layers.Concatenate(name="fusion_concat")([x, encode_side(cfg, side, metadata_stats)])
+    for layer in head_layers(cfg, num_classes):
+        x = layer(x)
+    return keras.Model({"image": inputs, **side}, x, name=f"{cfg.model.backbone}_classifier")
 
 
 def head_layers(cfg: Config, num_classes: int) -> list[layers.Layer]:
@@ -139,19 +218,29 @@ def apply_head(features, cfg: Config, num_classes: int):
     return x
 
 
-def build_head_model(cfg: Config, num_classes: int, feature_dim: int) -> keras.Model:
-    """The head alone, on pooled backbone features: what feature-cached phase 1 trains."""
+def build_head_model(
+    cfg: Config, num_classes: int, feature_dim: int, metadata_stats: dict | None = None
+) -> keras.Model:
+    """The head alone, on pooled backbone features: what feature-cached phase 1 trains.
+
+    A fusion head also takes the metadata and box inputs, encoded as in the full model.
+    """
     inputs = keras.Input((feature_dim,), name="features")
     x = inputs
+    side = side_inputs(cfg) if cfg.model.inputs == "fusion" else {}
+    if side:
+        x = layers.Concatenate(name="fusion_concat")([x, encode_side(cfg, side, metadata_stats)])
     for layer in head_layers(cfg, num_classes):
         x = layer(x)
+    if side:
+        return keras.Model({"features": inputs, **side}, x, name="head")
     return keras.Model(inputs, x, name="head")
 
 
 def copy_head_weights(source: keras.Model, target: keras.Model) -> None:
-    """Copy every head layer's weights from ``source`` to ``target`` (matched by name)."""
+    """Copy every head (and side-encoder) layer's weights from ``source`` to ``target``."""
     names = {layer.name for layer in source.layers} & {layer.name for layer in target.layers}
-    for name in HEAD_LAYERS:
+    for name in HEAD_LAYERS + SIDE_LAYERS:
         if name in names:
             target.get_layer(name).set_weights(source.get_layer(name).get_weights())
 
