@@ -294,6 +294,16 @@ class Config:
             )
 
     @property
+    def model_name(self) -> str:
+        """Names model and checkpoint files: the experiment, with the input mode unless image.
+
+        Runs of one experiment with model.inputs image, fusion and roi then keep their own
+        models side by side, for the report to compare.
+        """
+        mode = self.model.inputs
+        return self.experiment if mode == "image" else f"{self.experiment}_{mode}"
+
+    @property
     def dataset_name(self) -> str:
         return self.data.name or self.data.kind
 

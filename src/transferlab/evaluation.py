@@ -18,6 +18,7 @@ from sklearn import metrics as skm
 
 from transferlab.config import Config
 from transferlab.data import IMAGE_SUFFIXES, DataError, load_dataset, read_image, resize_image
+from transferlab.inputs import assemble_inputs, image_shape_of, side_names_of
 from transferlab.plots import plot_confusion_matrix, plot_image_grid, plot_roc_curves, short
 from transferlab.runs import new_run_dir, read_json, write_json, write_text
 
@@ -62,19 +63,32 @@ def default_model_path(cfg: Config) -> Path:
     """The best model of the latest phase: phase 2 if it was trained, else phase 1."""
     models_dir = Path(cfg.models_dir)
     for phase in ("phase2", "phase1"):
-        path = models_dir / f"{cfg.experiment}_{phase}_best.keras"
+        path = models_dir / f"{cfg.model_name}_{phase}_best.keras"
         if path.is_file():
             return path
     raise FileNotFoundError(
         f"no best model of experiment {cfg.experiment!r} in {models_dir} "
-        f"({cfg.experiment}_phase2_best.keras or _phase1_best.keras); run `make train-phase1` first"
+        f"({cfg.model_name}_phase2_best.keras or _phase1_best.keras); run `make train-phase1` first"
     )
 
 
 def model_input_size(model) -> int | None:
     """Side the model's input expects, or None when it takes any size."""
-    height = model.input_shape[1]
+    height = image_shape_of(model)[1]
     return int(height) if height else None
+
+
+def split_inputs(model, dataset, table: pd.DataFrame, images: np.ndarray):
+    """The model's inputs for a split: the images, plus the dataset's metadata and boxes."""
+    side = {}
+    if side_names_of(model):
+        if dataset.side is None:
+            raise DataError(
+                f"the model takes {side_names_of(model)} besides the image, but the dataset "
+                "has no metadata or boxes; set data.metadata_columns / data.boxes_column"
+            )
+        side = dataset.side.arrays(dataset.rows(table["sample_id"]))
+    return assemble_inputs(model, images, side)
 
 
 # --- metrics -------------------------------------------------------------------
@@ -160,14 +174,16 @@ def most_confused(matrix: np.ndarray, class_names: list[str], top: int = 5) -> l
 # --- prediction ------------------------------------------------------------------
 
 
-def predict_batches(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict_batches(model, images, batch_size: int = 64) -> np.ndarray:
+    """Probabilities for images, or for a dict of named inputs (fusion and ROI models)."""
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
-def tta_probabilities(
-    model, images: np.ndarray, passes: int, seed: int, batch_size: int = 64
-) -> np.ndarray:
-    """Mean probabilities over the plain images and ``passes`` flipped/shifted copies."""
+def tta_probabilities(model, inputs, passes: int, seed: int, batch_size: int = 64) -> np.ndarray:
+    """Mean probabilities over the plain images and ``passes`` flipped/shifted copies.
+
+    With named inputs only the image changes; metadata and boxes stay as they are.
+    """
     import keras
 
     augment = keras.Sequential(
@@ -176,11 +192,13 @@ def tta_probabilities(
             keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed + 1),
         ]
     )
-    total = predict_batches(model, images, batch_size)
+    images = inputs["image"] if isinstance(inputs, dict) else inputs
+    total = predict_batches(model, inputs, batch_size)
     for _ in range(passes):
         shifted = keras.ops.convert_to_numpy(augment(images.astype("float32"), training=True))
         shifted = np.clip(np.round(shifted), 0, 255).astype(images.dtype)
-        total += predict_batches(model, shifted, batch_size)
+        batch = {**inputs, "image": shifted} if isinstance(inputs, dict) else shifted
+        total += predict_batches(model, batch, batch_size)
     return total / (passes + 1)
 
 
@@ -209,9 +227,13 @@ def predict(
     output_csv: str | Path | None = None,
     output_dir: str | Path = "outputs",
     batch_size: int = 64,
+    side_inputs: dict | None = None,
 ) -> pd.DataFrame:
     """Labels and probabilities for new images of any size or mode.
 
+    Fusion and ROI models also need ``side_inputs``, one row per image:
+    ``{"metadata": (N, columns), "boxes": (N, max_boxes, 4) relative x, y, w, h}``
+    (``box_mask`` optional); the error for a missing one names what the model takes.
     ``images_or_folder``: a folder (searched recursively), one image path, a list of
     paths, or a list/array of RGB arrays. Class names default to those in the
     summary.json of the run that saved the model (searched under ``output_dir``).
@@ -221,7 +243,7 @@ def predict(
     names, images = read_images(images_or_folder)
     size = model_input_size(model) or resize_target(model) or max(im.shape[0] for im in images)
     batch = np.stack([resize_image(im, size) for im in images])
-    probabilities = predict_batches(model, batch, batch_size)
+    probabilities = predict_batches(model, assemble_inputs(model, batch, side_inputs), batch_size)
     num_classes = probabilities.shape[1]
     class_names = class_names or class_names_for(model_path, output_dir, num_classes)
     if len(class_names) != num_classes:
@@ -302,13 +324,15 @@ def evaluate(
     size = model_input_size(model) or input_size_for(cfg, dataset)
     images = dataset.load_images(table["sample_id"], size)
     y_true = table["label"].to_numpy()
-    probabilities = predict_batches(model, images, cfg.train.batch_size)
+    inputs = split_inputs(model, dataset, table, images)
+    probabilities = predict_batches(model, inputs, cfg.train.batch_size)
     class_names = dataset.class_names
 
     metrics = compute_metrics(y_true, probabilities, class_names, cfg.eval.top_k)
     metrics.update({"model_path": str(model_path), "split": split, "experiment": cfg.experiment})
+    metrics["inputs"] = cfg.model.inputs
     if cfg.eval.tta > 0:
-        tta = tta_probabilities(model, images, cfg.eval.tta, cfg.seed, cfg.train.batch_size)
+        tta = tta_probabilities(model, inputs, cfg.eval.tta, cfg.seed, cfg.train.batch_size)
         metrics["tta_passes"] = cfg.eval.tta
         metrics["tta_accuracy"] = float(skm.accuracy_score(y_true, tta.argmax(axis=1)))
 

@@ -29,10 +29,14 @@ from transferlab.evaluation import (
     predictions_table,
     read_images,
     resize_target,
+    split_inputs,
 )
+from transferlab.inputs import assemble_inputs, side_names_of
 from transferlab.plots import plot_image_grid, short
 from transferlab.runs import new_run_dir, write_json
 
+# Layers of ROI models whose output is the image the backbone actually sees.
+ROI_LAYERS = ("roi_crop", "roi_mask")
 # Grids of correct examples show at most this many classes (the first ones by index).
 MAX_CLASSES_SHOWN = 20
 
@@ -101,6 +105,8 @@ def make_gradcam_model(model, layer_name: str):
         return keras.Model(model.inputs, [conv_layer.output, model.get_layer("logits").output])
 
     inner = keras.Model(backbone.inputs, [conv_layer.output, backbone.output])
+    if side_names_of(model):
+        return replay_with_conv_output(model, backbone, inner)
     inputs = keras.Input(model.input_shape[1:])
     x, conv_output, stage = inputs, None, "pre"
     for layer in model.layers:
@@ -118,19 +124,62 @@ def make_gradcam_model(model, layer_name: str):
     )
 
 
+def replay_with_conv_output(model, backbone, inner):
+    """[conv output, logits] of a model with several inputs (fusion, ROI).
+
+    Its graph is not a chain, so it is replayed with ``clone_model``: every layer is
+    shared (same weights), the backbone call swapped for ``inner``, whose conv output
+    and the logits are picked up on the way.
+    """
+    import keras
+
+    found = {}
+
+    def call(layer, *args, **kwargs):
+        if layer is backbone:
+            found["conv"], output = inner(*args, **kwargs)
+            return output
+        output = layer(*args, **kwargs)
+        if layer.name == "logits":
+            found["logits"] = output
+        return output
+
+    replayed = keras.models.clone_model(
+        model, clone_function=lambda layer: layer, call_function=call
+    )
+    return keras.Model(replayed.inputs, [found["conv"], found["logits"]])
+
+
+def seen_images(model, inputs) -> np.ndarray | None:
+    """The images after an ROI model's crop or mask (what the backbone sees), else None."""
+    import keras
+
+    names = [layer.name for layer in model.layers if layer.name in ROI_LAYERS]
+    if not names:
+        return None
+    seen = keras.Model(model.inputs, model.get_layer(names[0]).output).predict(inputs, verbose=0)
+    return np.clip(np.round(seen), 0, 255).astype(np.uint8)
+
+
 def make_gradcam_heatmap(
     images, model, layer_name: str | None = None, class_index=None
 ) -> np.ndarray:
     """Grad-CAM heatmaps in [0, 1] at the conv layer's resolution, shape (N, h, w).
 
-    ``images``: raw pixels (N, H, W, 3) as the model takes them. ``class_index``: an
-    int or one per image; default the predicted class.
+    ``images``: raw pixels (N, H, W, 3) as the model takes them, or a dict of named
+    inputs for fusion and ROI models. ``class_index``: an int or one per image; default
+    the predicted class.
     """
     import tensorflow as tf
 
     layer_name = layer_name or default_layer_name(model)
     grad_model = make_gradcam_model(model, layer_name)
-    images = tf.convert_to_tensor(np.asarray(images), dtype=tf.float32)
+    if isinstance(images, dict):
+        images = {
+            k: tf.convert_to_tensor(np.asarray(v), dtype=tf.float32) for k, v in images.items()
+        }
+    else:
+        images = tf.convert_to_tensor(np.asarray(images), dtype=tf.float32)
     with tf.GradientTape() as tape:
         conv_output, logits = grad_model(images, training=False)
         logits = tf.cast(logits, tf.float32)
@@ -171,11 +220,19 @@ def heatmap_peak(heatmap: np.ndarray, height: int, width: int) -> tuple[int, int
 
 
 def gradcam_overlays(
-    model, originals: list[np.ndarray], size: int, layer_name: str, class_index=None
+    model, originals: list[np.ndarray], size: int, layer_name: str, class_index=None, side=None
 ):
-    """Heatmaps computed on the resized model input, overlaid on the original images."""
+    """Heatmaps computed on the resized model input, overlaid on the original images.
+
+    ``side``: the images' metadata and boxes, for fusion and ROI models. An ROI model's
+    heatmap is overlaid on its crop (or masked image), the part of the image it saw.
+    """
     batch = np.stack([resize_image(im, size) for im in originals])
-    heatmaps = make_gradcam_heatmap(batch, model, layer_name, class_index)
+    inputs = assemble_inputs(model, batch, side)
+    heatmaps = make_gradcam_heatmap(inputs, model, layer_name, class_index)
+    seen = seen_images(model, inputs)
+    if seen is not None:
+        originals = list(seen)
     return [overlay_heatmap(im, h) for im, h in zip(originals, heatmaps, strict=True)], heatmaps
 
 
@@ -205,7 +262,10 @@ def run_gradcam(
     table = prepare_splits(cfg, dataset)[split]
     size = model_input_size(model) or input_size_for(cfg, dataset)
     pixels = dataset.load_images(table["sample_id"], size)
-    probabilities = predict_batches(model, pixels, cfg.train.batch_size)
+    inputs = split_inputs(model, dataset, table, pixels)
+    # Metadata and boxes of every row, for the rows each grid picks; {} for image-only.
+    side = {k: v for k, v in inputs.items() if k != "image"} if isinstance(inputs, dict) else {}
+    probabilities = predict_batches(model, inputs, cfg.train.batch_size)
     predictions = predictions_table(
         table["sample_id"], table["label"], probabilities, dataset.class_names
     )
@@ -213,9 +273,14 @@ def run_gradcam(
     run_dir = new_run_dir(cfg.output_dir, cfg.experiment, "gradcam")
     count = cfg.eval.gradcam_images
     figures = [
-        correct_grid(model, pixels, predictions, layer_name, count, run_dir / "figures"),
-        mistakes_grid(model, pixels, predictions, layer_name, count, run_dir / "figures"),
+        correct_grid(model, pixels, predictions, layer_name, count, run_dir / "figures", side),
+        mistakes_grid(model, pixels, predictions, layer_name, count, run_dir / "figures", side),
     ]
+    if images is not None and side:
+        raise ValueError(
+            "Grad-CAM on your own images needs their metadata and boxes too, which this "
+            f"model takes ({', '.join(side)}); leave images out, or use gradcam_overlays"
+        )
     if images is not None:
         figures.append(
             named_grid(model, images, dataset.class_names, layer_name, size, run_dir / "figures")
@@ -232,7 +297,9 @@ def run_gradcam(
     return GradcamResult(run_dir, layer_name, figures, summary)
 
 
-def correct_grid(model, pixels, predictions: pd.DataFrame, layer_name, count, folder: Path) -> Path:
+def correct_grid(
+    model, pixels, predictions: pd.DataFrame, layer_name, count, folder: Path, side=None
+) -> Path:
     """Up to ``count`` correctly classified images per class, as image and overlay pairs."""
     per_class = max(1, min(4, count // 2))
     right = predictions[predictions["correct"]]
@@ -251,11 +318,12 @@ def correct_grid(model, pixels, predictions: pd.DataFrame, layer_name, count, fo
         layer_name,
         folder / "gradcam_correct.png",
         "Correct, per class",
+        side,
     )
 
 
 def mistakes_grid(
-    model, pixels, predictions: pd.DataFrame, layer_name, count, folder: Path
+    model, pixels, predictions: pd.DataFrame, layer_name, count, folder: Path, side=None
 ) -> Path:
     """The most confident mistakes, heatmap of the (wrongly) predicted class."""
     wrong = predictions[~predictions["correct"]].sort_values(
@@ -274,16 +342,20 @@ def mistakes_grid(
         layer_name,
         folder / "gradcam_mistakes.png",
         "Most confident mistakes",
+        side,
     )
 
 
 def pair_grid(
-    model, pixels, rows: pd.DataFrame, titles, layer_name, path: Path, suptitle: str
+    model, pixels, rows: pd.DataFrame, titles, layer_name, path: Path, suptitle: str, side=None
 ) -> Path:
     images, labels, marks = [], [], []
     if len(rows):
         originals = [pixels[i] for i in rows.index]
-        overlays, _ = gradcam_overlays(model, originals, pixels.shape[1], layer_name)
+        picked = {k: np.asarray(v)[rows.index] for k, v in (side or {}).items()}
+        overlays, _ = gradcam_overlays(
+            model, originals, pixels.shape[1], layer_name, side=picked or None
+        )
         for original, overlay, title, ok in zip(
             originals, overlays, titles, rows["correct"], strict=True
         ):

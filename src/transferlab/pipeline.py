@@ -30,30 +30,61 @@ def make_tf_dataset(
     input_size: int,
     training: bool = False,
     seed: int = 0,
+    side_names: tuple[str, ...] | list[str] = (),
 ) -> tf.data.Dataset:
-    """Batches of (uint8 images, int labels) for one split table."""
+    """Batches of (uint8 images, int labels) for one split table.
+
+    With ``side_names`` ("metadata", "boxes", "box_mask") each element's input is a dict
+    of those arrays plus "image", as fusion and ROI models take it.
+    """
     if split.empty:
         raise ValueError("this split holds no images; check data.splits or the split CSVs")
     rows = dataset.rows(split["sample_id"])
     labels = dataset.table["label"].to_numpy()[rows].astype(np.int32)
+    side = side_arrays(dataset, rows, side_names)
+
+    def on_image(fn):
+        # Apply ``fn`` to the image, whether it stands alone or sits in the inputs dict.
+        if side:
+            return lambda x, y: ({**x, "image": fn(x["image"])}, y)
+        return lambda x, y: (fn(x), y)
+
     if dataset.in_memory:
         images = dataset.images[rows]
-        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        ds = tf.data.Dataset.from_tensor_slices(
+            ({"image": images, **side} if side else images, labels)
+        )
         if images.shape[1:3] != (input_size, input_size):
-            ds = ds.map(lambda x, y: (resize_uint8(x, input_size), y), tf.data.AUTOTUNE)
+            ds = ds.map(on_image(lambda x: resize_uint8(x, input_size)), tf.data.AUTOTUNE)
     else:
         paths = dataset.table["path"].to_numpy()[rows].astype(str)
-        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        ds = tf.data.Dataset.from_tensor_slices(
+            ({"image": paths, **side} if side else paths, labels)
+        )
     if training:
         # Shuffle paths or pixels before decoding: the buffer then holds the whole split cheaply.
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     if not dataset.in_memory:
         ds = ds.map(
-            lambda path, y: (decode_file(path, input_size), y),
+            on_image(lambda path: decode_file(path, input_size)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=not training,
         )
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def side_arrays(dataset: ImageDataset, rows: np.ndarray, names) -> dict[str, np.ndarray]:
+    """The named side inputs (metadata, boxes, box_mask) of the given rows."""
+    if not names:
+        return {}
+    found = dataset.side.arrays(rows) if dataset.side is not None else {}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValueError(
+            f"the model takes input(s) {missing} but the {dataset.name} dataset has none; "
+            "set data.metadata_columns / data.boxes_column (a CSV dataset)"
+        )
+    return {n: found[n] for n in names}
 
 
 def decode_file(path: tf.Tensor, size: int) -> tf.Tensor:

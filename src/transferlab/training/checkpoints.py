@@ -33,9 +33,9 @@ class PhasePaths:
 
     @classmethod
     def of(cls, cfg: Config, phase: str) -> PhasePaths:
-        folder = Path(cfg.checkpoints_dir) / cfg.experiment
+        folder = Path(cfg.checkpoints_dir) / cfg.model_name
         return cls(
-            best=Path(cfg.models_dir) / f"{cfg.experiment}_{phase}_best.keras",
+            best=Path(cfg.models_dir) / f"{cfg.model_name}_{phase}_best.keras",
             last=folder / f"{phase}_last.keras",
             state=folder / f"{phase}_state.json",
         )

@@ -29,6 +29,7 @@ from transferlab.models import (
     copy_head_weights,
     freeze_backbone,
     load_model,
+    side_input_names,
     unfreeze_from,
 )
 from transferlab.pipeline import input_size_for, labels_of, make_tf_dataset
@@ -41,6 +42,7 @@ from transferlab.training.checkpoints import (
     config_fingerprint,
     resumable_state,
 )
+from transferlab.training.features import feature_dataset, metadata_stats, stats_of
 from transferlab.training.optim import class_weights, compile_model, make_optimizer
 from transferlab.training.records import plot_curves, read_metrics
 from transferlab.training.runtime import choose_strategy, describe_device, is_chief, set_precision
@@ -123,7 +125,9 @@ def train_phase(
     num_classes = dataset.num_classes
 
     with strategy.scope():
-        full = starting_model(cfg, phase, paths, state, num_classes, input_size_for(cfg, dataset))
+        size = input_size_for(cfg, dataset)
+        stats = metadata_stats(cfg, dataset, splits)
+        full = starting_model(cfg, phase, paths, state, num_classes, size, stats)
         data = make_data(cfg, dataset, splits, full if cached else None, num_classes)
         if strategy.num_replicas_in_sync > 1:
             share_batches_evenly(data, cfg.train.batch_size, strategy.num_replicas_in_sync)
@@ -207,7 +211,7 @@ def fresh_state(cfg: Config, phase: str, run_dir: Path) -> dict:
     }
 
 
-def starting_model(cfg, phase, paths, state, num_classes, input_size) -> keras.Model:
+def starting_model(cfg, phase, paths, state, num_classes, input_size, stats=None) -> keras.Model:
     """The full model this phase starts from (or, when resuming, continues)."""
     if state["epoch"] and not state["feature_cached"]:
         return None  # the resumable checkpoint is the full model itself
@@ -215,7 +219,7 @@ def starting_model(cfg, phase, paths, state, num_classes, input_size) -> keras.M
         if state["epoch"]:
             # Resuming cached phase 1: the backbone is frozen, so the best model holds it.
             return load_model(paths.best)
-        return build_model(cfg, num_classes, input_size)
+        return build_model(cfg, num_classes, input_size, stats)
     model = load_model(PhasePaths.of(cfg, "phase1").best)
     if model.output_shape[-1] != num_classes:
         raise ValueError(
@@ -235,7 +239,10 @@ def training_model(cfg, phase_cfg, paths, state, full, cached, data) -> keras.Mo
     model = full
     if cached:
         model = build_head_model(
-            cfg, full.output_shape[-1], full.get_layer("head_pool").output.shape[-1]
+            cfg,
+            full.output_shape[-1],
+            full.get_layer("head_pool").output.shape[-1],
+            stats_of(full),
         )
         copy_head_weights(full, model)
     return compile_model(
@@ -252,20 +259,23 @@ def make_data(cfg, dataset, splits, feature_model, num_classes) -> Data:
     def one_hot(x, y):
         return x, tf.one_hot(y, num_classes)
 
+    names = side_input_names(cfg)
     if feature_model is not None:
         started = time.perf_counter()
         extractor = keras.Model(feature_model.input, feature_model.get_layer("head_pool").output)
         train, val = (
-            feature_dataset(extractor, dataset, splits[name], size, batch, num_classes, seed)
+            feature_dataset(extractor, dataset, splits[name], size, batch, num_classes, seed, cfg)
             for name, seed in (("train", cfg.seed), ("val", None))
         )
         return Data(dataset, splits, size, train, val, steps, time.perf_counter() - started)
-    train = make_tf_dataset(dataset, splits.train, batch, size, training=True, seed=cfg.seed)
+    train = make_tf_dataset(
+        dataset, splits.train, batch, size, training=True, seed=cfg.seed, side_names=names
+    )
     train = train.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
     mixers = batch_mixers(cfg)
     if mixers:
         train = train.map(mixers, num_parallel_calls=tf.data.AUTOTUNE)
-    val = make_tf_dataset(dataset, splits.val, batch, size).map(one_hot)
+    val = make_tf_dataset(dataset, splits.val, batch, size, side_names=names).map(one_hot)
     return Data(dataset, splits, size, train, val, steps)
 
 
@@ -280,18 +290,6 @@ def share_batches_evenly(data: Data, batch: int, replicas: int) -> None:
     data.steps_per_epoch = len(data.splits.train) // batch
     size = min(batch, len(data.splits.val))
     data.val = data.val.rebatch(max(replicas, size - size % replicas))
-
-
-def feature_dataset(extractor, dataset, split, size, batch, num_classes, seed) -> tf.data.Dataset:
-    """Pooled backbone features of one split, computed once, batched like the images were."""
-    images = make_tf_dataset(dataset, split, batch, size)
-    features = extractor.predict(images, verbose=0).astype(np.float32)
-    labels = tf.one_hot(labels_of(dataset, split), num_classes)
-    ds = tf.data.Dataset.from_tensor_slices((features, labels))
-    if seed is not None:
-        # Same length, buffer and seed as make_tf_dataset: the same order as the images.
-        ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
 def batch_mixers(cfg: Config):
@@ -386,6 +384,8 @@ def write_summary(
         "input_size": data.input_size,
         "image_size": cfg.model.image_size,
         "backbone": cfg.model.backbone,
+        "inputs": cfg.model.inputs,
+        "side_inputs": side_input_names(cfg),
         "backbone_trainable_layers": sum(
             1 for layer in backbone_of(full).layers if layer.trainable and layer.weights
         ),

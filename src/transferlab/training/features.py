@@ -1,0 +1,65 @@
+"""Phase 1's feature cache, and the metadata statistics fusion models carry.
+
+The feature-cached phase 1 trains the head on pooled backbone features; a fusion head
+takes the metadata and boxes beside them, normalized with the training split's
+statistics, which ``build_model`` stores in the model.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from transferlab.config import Config
+from transferlab.data import ImageDataset
+from transferlab.models import side_input_names
+from transferlab.pipeline import labels_of, make_tf_dataset, side_arrays
+from transferlab.splits import Splits
+
+
+def metadata_stats(cfg: Config, dataset: ImageDataset, splits: Splits) -> dict | None:
+    """Mean and variance of each metadata column over the training split (missing left out)."""
+    if "metadata" not in side_input_names(cfg):
+        return None
+    values = dataset.side.metadata[dataset.rows(splits.train["sample_id"])]
+    if np.isnan(values).all(axis=0).any():
+        empty = np.array(cfg.data.metadata_columns)[np.isnan(values).all(axis=0)].tolist()
+        raise ValueError(f"metadata column(s) {empty} have no value in the training split")
+    return {
+        "mean": np.nanmean(values, axis=0).tolist(),
+        "variance": np.nanvar(values, axis=0).tolist(),
+    }
+
+
+def stats_of(model: keras.Model) -> dict | None:
+    """The metadata statistics a fusion model carries (they are fixed at build time)."""
+    names = {layer.name for layer in model.layers}
+    if "meta_norm" not in names:
+        return None
+    layer = model.get_layer("meta_norm")
+    return {"mean": layer.mean, "variance": layer.variance}
+
+
+def feature_dataset(
+    extractor, dataset, split, size, batch, num_classes, seed, cfg
+) -> tf.data.Dataset:
+    """Pooled backbone features of one split, computed once, batched like the images were.
+
+    A fusion head takes its metadata and boxes beside the features, as the full model does.
+    """
+    names = side_input_names(cfg)
+    images = make_tf_dataset(dataset, split, batch, size, side_names=names)
+    features = extractor.predict(images, verbose=0).astype(np.float32)
+    labels = tf.one_hot(labels_of(dataset, split), num_classes)
+    inputs = features
+    if cfg.model.inputs == "fusion":
+        inputs = {
+            "features": features,
+            **side_arrays(dataset, dataset.rows(split["sample_id"]), names),
+        }
+    ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
+    if seed is not None:
+        # Same length, buffer and seed as make_tf_dataset: the same order as the images.
+        ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
