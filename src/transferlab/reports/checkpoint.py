@@ -53,11 +53,30 @@ def read_journal(path: str | Path | None, sprint: int, day: int) -> dict[str, An
     return data
 
 
+def run_mode(path: Path) -> str:
+    """The model.inputs a run was made with (runs from before the setting: image)."""
+    config = path / "config.json"
+    return (
+        read_json(config).get("model", {}).get("inputs", "image") if config.is_file() else "image"
+    )
+
+
 def latest_runs(cfg: Config) -> dict[str, RunFiles]:
-    """The newest run of each stage that exists: phase1, phase2, evaluate, gradcam."""
+    """The newest run of each stage that exists: phase1, phase2, evaluate, gradcam.
+
+    Runs with the config's model.inputs come first; other modes only fill in when the
+    experiment has none of this mode (they are compared in their own section).
+    """
     runs = {}
+    everything = {s: find_runs(cfg.output_dir, cfg.experiment, s) for s in (*PHASES, "evaluate")}
+    everything["gradcam"] = find_runs(cfg.output_dir, cfg.experiment, "gradcam")
+    mine = {
+        s: [p for p in found if run_mode(p) == cfg.model.inputs] for s, found in everything.items()
+    }
+    if any(mine[p] for p in PHASES):
+        everything = mine
     for stage in (*PHASES, "evaluate", "gradcam"):
-        found = find_runs(cfg.output_dir, cfg.experiment, stage)
+        found = everything[stage]
         if found:
             runs[stage] = read_run(found[-1])
     if not any(p in runs for p in PHASES):
@@ -111,6 +130,11 @@ def write_day_checkpoint(
         "",
         key_results(runs, phases, test_phase),
         "",
+    ]
+    modes = mode_runs(cfg)
+    if len(modes) > 1:
+        sections += ["## Input modes compared", "", compare_modes(modes), ""]
+    sections += [
         "## Key outputs",
         "",
         key_outputs(runs, phases, training_reports, files, out),
@@ -201,6 +225,54 @@ def key_results(runs, phases, test_phase) -> str:
         ["Stop reason", *(str(runs[p].summary.get("stop_reason", "—")) for p in phases)],
     ]
     return table(["", *phases], rows)
+
+
+def mode_runs(cfg: Config) -> dict[str, dict[str, RunFiles]]:
+    """The newest phase1, phase2 and evaluate run of each model.inputs of the experiment."""
+    modes: dict[str, dict[str, RunFiles]] = {}
+    for stage in (*PHASES, "evaluate"):
+        for path in find_runs(cfg.output_dir, cfg.experiment, stage):  # oldest first
+            modes.setdefault(run_mode(path), {})[stage] = path
+    order = ["image", "fusion", "roi"]
+    return {
+        mode: {stage: read_run(path) for stage, path in modes[mode].items()}
+        for mode in sorted(modes, key=lambda m: order.index(m) if m in order else len(order))
+    }
+
+
+def compare_modes(modes: dict[str, dict[str, RunFiles]]) -> str:
+    """Image-only, fusion and ROI runs side by side: best val accuracy per phase, test accuracy."""
+    names = list(modes)
+
+    def value(mode: str, stage: str, key: str):
+        run = modes[mode].get(stage)
+        if run is None:
+            return "—"
+        found = run.metrics.get(key) if stage == "evaluate" else best(run, key)
+        return "—" if found is None else found
+
+    splits = {r["evaluate"].metrics.get("split", "test") for r in modes.values() if "evaluate" in r}
+    rows = [
+        ["Best val accuracy (phase1)", *(value(m, "phase1", "val_accuracy") for m in names)],
+        ["Best val macro-F1 (phase1)", *(value(m, "phase1", "val_macro_f1") for m in names)],
+        ["Best val accuracy (phase2)", *(value(m, "phase2", "val_accuracy") for m in names)],
+        [
+            f"Accuracy ({'/'.join(sorted(splits)) or 'test'}, evaluate)",
+            *(value(m, "evaluate", "accuracy") for m in names),
+        ],
+        [
+            "Inputs besides the image",
+            *(
+                ", ".join(
+                    next((r.summary.get("side_inputs") for r in modes[m].values() if r.summary), [])
+                    or []
+                )
+                or "—"
+                for m in names
+            ),
+        ],
+    ]
+    return table(["", *names], rows)
 
 
 def key_outputs(runs, phases, training_reports, files: Path, out: Path) -> str:
