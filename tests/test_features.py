@@ -69,3 +69,20 @@ def test_roi_and_fusion_runs_go_through_every_stage(cfg, tmp_path):
     assert len(table) == 2
     with pytest.raises(ValueError, match=r"takes the inputs image, boxes .*missing: boxes"):
         predict(second.model_path, images, ["green", "red"])
+
+
+def test_a_notebook_parameter_switches_the_input_mode():
+    import nbformat
+
+    from tests.conftest import ROOT
+    from transferlab.notebooks import notebook_config
+
+    for name in ("02_train_phase1", "03_train_phase2", "04_evaluate", "05_gradcam"):
+        nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        (parameters,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert "\ninputs = None" in parameters.source
+        assert any("model__inputs=inputs" in c.source for c in nb.cells)
+    csv = "data.kind=csv data.data_dir=labels.csv data.boxes_column=boxes"
+    for inputs, name in ((None, "demo"), ("fusion", "demo_fusion"), ("roi", "demo_roi")):
+        cfg = notebook_config(str(ROOT / "configs" / "demo.yaml"), csv, model__inputs=inputs)
+        assert cfg.model_name == name
