@@ -31,6 +31,8 @@ def cfg(tmp_path: Path) -> Config:
             "phase2.epochs": 1,
             "train.batch_size": 16,
             "report.output_dir": str(tmp_path / "reports"),
+            # The demo picks conv3 for its 32 px heatmaps; tests use the backbone table's.
+            "eval.gradcam_layer": None,
         },
     )
 

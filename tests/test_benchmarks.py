@@ -131,6 +131,32 @@ def test_csv_files_and_summary_table(bench):
     for heading in ["## Machine", "## Method", "## 1. Frozen", "## 2. Hardware", "## 3. Input"]:
         assert heading in summary
     assert "## 4. Pipeline overhead" in summary
-    assert "GPU figures: not yet measured" in summary
+    # The GPU section comes from the measured results committed in docs/bench_gpu/.
+    assert "## GPU" in summary and "| bfloat16 | 256 | train step |" in summary
     frozen = bench["results"]["frozen_phase"]["figures"][2]
     assert f"{frozen['median']:.3g} [" in summary
+
+
+def test_gpu_benchmark_results_render_in_the_summary(tmp_path):
+    from transferlab.benchmarks.gpu import accelerator_speed
+    from transferlab.benchmarks.report import gpu_section
+
+    result = accelerator_speed(
+        [2], ["float32", "bfloat16"], 16, 1, tmp_path, "small_resnet", matmul_sizes=(64,)
+    )
+    assert {r["precision"] for r in result["figures"]} == {"float32", "bfloat16"}
+    assert all(r["median"] > 0 and r["fraction_of_peak"] > 0 for r in result["figures"])
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "run.json").write_text(json.dumps(result))
+    text = gpu_section(tmp_path / "gpu")
+    table = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| float32") or line.startswith("| bfloat16")
+    ]
+    assert len(table) == 4
+    forward = next(
+        r for r in result["figures"] if r["precision"] == "float32" and r["figure"] == "forward"
+    )
+    assert f"{forward['median']:,.0f}" in text
+    assert keras.mixed_precision.dtype_policy().name == "float32"

@@ -1,11 +1,13 @@
 """docs/benchmarks.md from the benchmark results: method, machine, figures, date.
 
-Every number comes from a result dict (the JSON files in outputs/bench/). A "## GPU"
-section already in the file is kept as it is: GPU figures are measured elsewhere.
+Every number comes from a result dict (the JSON files in outputs/bench/). GPU figures are
+measured on a lent GPU machine by ``transferlab.benchmarks.gpu`` and read from the JSON
+files committed in docs/bench_gpu/.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transferlab.runs import write_text
@@ -185,13 +187,49 @@ def section(result: dict, machine: dict) -> str:
     return text
 
 
-def kept_gpu_section(path: Path) -> str:
-    """The file's existing "## GPU" section, or the not-yet-measured placeholder."""
-    if path.is_file():
-        text = path.read_text()
-        if "\n## GPU" in text:
-            return "## GPU" + text.split("\n## GPU", 1)[1].split("\n## ", 1)[0].rstrip() + "\n"
-    return GPU_PLACEHOLDER
+GPU_RESULTS = Path(__file__).resolve().parents[3] / "docs" / "bench_gpu"
+
+
+def gpu_section(results_dir: Path = GPU_RESULTS) -> str:
+    """The GPU section, from the JSON files ``benchmarks.gpu`` wrote, or the placeholder."""
+    files = sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []
+    if not files:
+        return GPU_PLACEHOLDER
+    parts = ["## GPU\n"]
+    for path in files:
+        parts.append(gpu_table(json.loads(path.read_text()), path.name))
+    return "\n".join(parts)
+
+
+def gpu_table(result: dict, source: str) -> str:
+    machine = result["machine"]
+    peaks = result["peaks"]
+    devices = ", ".join(machine.get("devices", [])) or "CPU"
+    lines = [
+        f"{devices}; Keras {machine['keras']} on the {machine['backend']} "
+        f"backend (jax {machine.get('jax', '?')}), Python {machine['python']}. The product's "
+        "ResNet50 (`build_model`, random weights) at 224 px, synthetic batches already on the "
+        "device, measured by `KERAS_BACKEND=jax python -m transferlab.benchmarks.gpu` "
+        f"(raw results: `docs/bench_gpu/{source}`).",
+        "",
+        "Measured matmul peaks: "
+        + ", ".join(
+            f"{name} {peak['peak_flops'] / 1e12:.0f} TFLOP/s (n = {peak['peak_size']})"
+            for name, peak in peaks.items()
+        )
+        + ". JAX's default float32 matmul precision uses TF32 tensor cores on this GPU.",
+        "",
+        "| precision | batch | step | images/s | TFLOP/s | % of its peak |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["figures"]:
+        lines.append(
+            f"| {row['precision']} | {row['batch_size']} | {row['figure'].replace('_', ' ')} | "
+            f"{row['median']:,.0f} [{row['min']:,.0f}-{row['max']:,.0f}] | "
+            f"{row['achieved_flops'] / 1e12:.0f} | "
+            f"{100 * row['fraction_of_peak']:.0f}% |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def write_summary(results: list[dict], machine: dict, path: Path) -> Path:
@@ -205,6 +243,6 @@ def write_summary(results: list[dict], machine: dict, path: Path) -> Path:
         machine_section(machine),
         METHOD,
         *[section(by_name[name], machine) for name in ORDER if name in by_name],
-        kept_gpu_section(path),
+        gpu_section(),
     ]
     return write_text(path, "\n".join(parts))

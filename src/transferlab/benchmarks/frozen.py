@@ -1,0 +1,109 @@
+"""Frozen-phase cost: feature-cached phase 1 against end-to-end frozen training."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import keras
+
+from transferlab.benchmarks.pipeline import write_synthetic_folder
+from transferlab.benchmarks.timing import figure
+from transferlab.config import Config
+
+# The issue's goals: cached phase 1 at least this many times faster, per epoch count.
+FROZEN_GOALS = {10: 5.0, 30: 10.0}
+
+
+def frozen_config(cfg: Config, images: Path, run_dir: Path, epochs: int, cached: bool) -> Config:
+    """The configured phase 1 on the synthetic folder, every output under ``run_dir``."""
+    run = copy.deepcopy(cfg)
+    run.experiment = "bench_frozen"
+    run.output_dir = str(run_dir / "outputs")
+    run.models_dir = str(run_dir / "models")
+    run.checkpoints_dir = str(run_dir / "checkpoints")
+    run.data = type(cfg.data)(kind="folder", data_dir=str(images), splits=[0.8, 0.2, 0.0])
+    run.model.image_size = cfg.bench.frozen_image_size
+    run.model.weights = "none"
+    # Augmentation would switch caching off in both runs; the benchmark compares the two.
+    run.model.augmentation = []
+    # Dropout draws differ between the head alone and the full model; without it both
+    # arms compute the same function, so equal losses show caching changes speed only.
+    run.model.dropout = 0.0
+    run.train.cache_features = cached
+    run.phase1.epochs = epochs
+    run.phase1.patience = 0  # every epoch runs: both arms do the same work
+    return run
+
+
+def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
+    """Wall time of phase 1 with cached features and end to end, same data, seed and model.
+
+    Each repeat runs both arms back to back, so a change in machine load hits both.
+    """
+    from transferlab.training import train_phase
+    from transferlab.training.records import read_metrics
+
+    bench = cfg.bench
+    # Two classes: the head's size barely matters, and a tiny N still splits stratified.
+    images = write_synthetic_folder(
+        work_dir / "frozen_images", bench.frozen_images, bench.frozen_image_size, classes=2
+    )
+    runs = iter(range(10**6))
+
+    def timed(epochs: int, cached: bool) -> tuple[float, dict]:
+        run_cfg = frozen_config(cfg, images, work_dir / f"run{next(runs)}", epochs, cached)
+        start = time.perf_counter()
+        result = train_phase(run_cfg, "phase1")
+        elapsed = time.perf_counter() - start
+        rows = read_metrics(result.run_dir / "metrics.csv")
+        return elapsed, {
+            "final_val_loss": rows[-1]["val_loss"],
+            "feature_cache_s": result.summary.get("feature_cache_s"),
+            "fit_epochs_s": sum(r["epoch_time"] for r in rows),
+        }
+
+    keras.config.disable_interactive_logging()  # no progress bars for dozens of fits
+    try:
+        if warmup:
+            timed(1, True)  # first-call costs (imports, TensorBoard) are not phase 1's
+        figures, results = [], []
+        for epochs in bench.frozen_epochs:
+            seconds = {True: [], False: []}
+            for _ in range(bench.repeats):
+                for cached in (True, False):
+                    elapsed, metrics = timed(epochs, cached)
+                    seconds[cached].append(elapsed)
+                    results.append({"epochs": epochs, "cached": cached, "s": elapsed, **metrics})
+            cached_row = figure("phase1_cached", "s", seconds[True], epochs=epochs)
+            e2e_row = figure("phase1_end_to_end", "s", seconds[False], epochs=epochs)
+            ratio = e2e_row["median"] / cached_row["median"]
+            goal = FROZEN_GOALS.get(epochs)
+            ratio_row = {
+                "figure": "speedup",
+                "unit": "x",
+                "median": ratio,
+                # Bounds: fastest end to end over slowest cached, and the reverse.
+                "min": e2e_row["min"] / cached_row["max"],
+                "max": e2e_row["max"] / cached_row["min"],
+                "epochs": epochs,
+                "goal": goal,
+                "goal_met": None if goal is None else ratio >= goal,
+            }
+            figures += [cached_row, e2e_row, ratio_row]
+    finally:
+        keras.config.enable_interactive_logging()
+    losses = {(r["epochs"], r["cached"]): r["final_val_loss"] for r in results}
+    return {
+        "benchmark": "frozen_phase",
+        # Same results: the largest final validation-loss gap between the two arms.
+        "val_loss_gap": max(abs(losses[e, True] - losses[e, False]) for e in bench.frozen_epochs),
+        "backbone": cfg.model.backbone,
+        "images": bench.frozen_images,
+        "image_size": bench.frozen_image_size,
+        "batch_size": cfg.train.batch_size,
+        "figures": figures,
+        # Best validation metrics of every run: the two arms should agree.
+        "results": results,
+    }
