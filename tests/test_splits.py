@@ -150,3 +150,25 @@ def flat(cfg):
     from transferlab.config import flatten
 
     return flatten(cfg.to_dict())
+
+
+def test_training_run_lists_the_skipped_files(cfg, image_folder):
+    from transferlab.training import train_phase
+
+    (image_folder / "blue" / "broken.png").write_bytes(b"\x89PNG not really")
+    folder_cfg = load_config(
+        None,
+        {
+            **flat(cfg),
+            "data.kind": "folder",
+            "data.data_dir": str(image_folder),
+            "model.backbone": "small_resnet",
+            "model.image_size": 16,
+            "phase1.epochs": 1,
+        },
+    )
+    with pytest.warns(UserWarning, match="skipped 1"):
+        result = train_phase(folder_cfg, "phase1")
+    skipped = pd.read_csv(result.run_dir / "skipped.csv")
+    assert skipped["path"].str.endswith("broken.png").tolist() == [True]
+    assert skipped["reason"].str.contains("not a readable image").all()

@@ -131,6 +131,8 @@ def test_run_directory_files(two_phases):
         assert summary["feature_cached"] is False
         assert json.loads((run / "config.json").read_text())["experiment"] == "demo"
         assert (run / "figures" / "training_curves.png").stat().st_size > 1000
+        # Digits skip no file: the list is there, empty, with its header.
+        assert (run / "skipped.csv").read_text().strip() == "path,reason"
     s1, s2 = (json.loads((r.run_dir / "summary.json").read_text()) for r in (phase1, phase2))
     # Phase 1 trains the head only; phase 2 adds conv5's kernels.
     assert s1["trainable_params"] == 2048 * 10 + 10

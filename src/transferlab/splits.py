@@ -73,13 +73,15 @@ def prepare_splits(cfg: Config, dataset: ImageDataset) -> Splits:
     audit = audit_leakage(dataset, assignment)
     write_json(directory / "audit.json", audit)
     write_json(directory / "balance.json", class_balance(splits, dataset.class_names))
-    write_text(
-        directory / "skipped.csv",
-        pd.DataFrame(dataset.skipped, columns=["path", "reason"]).to_csv(index=False),
-    )
+    write_skipped(directory / "skipped.csv", dataset.skipped)
     write_json(directory / "settings.json", settings)
     warn_about(audit)
     return splits
+
+
+def write_skipped(path: Path, skipped: list[dict]) -> Path:
+    """The files the dataset scan left out, with why, as a CSV (header only when none)."""
+    return write_text(path, pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(index=False))
 
 
 def assign_splits(dataset: ImageDataset, fractions: list[float], seed: int) -> np.ndarray:

@@ -41,19 +41,33 @@ def stats_of(model: keras.Model) -> dict | None:
     return {"mean": layer.mean, "variance": layer.variance}
 
 
-def feature_dataset(
-    extractor, dataset, split, size, batch, num_classes, seed, cfg
-) -> tf.data.Dataset:
-    """Pooled backbone features of one split, computed once, batched like the images were.
+def feature_datasets(extractor, dataset, splits, size, batch, num_classes, seed, cfg):
+    """Pooled backbone features of the train and val splits, computed once.
+
+    One predict call over both splits: each call traces the backbone anew, which on a
+    small dataset costs more than computing its features.
+    """
+    names = side_input_names(cfg)
+    images = make_tf_dataset(dataset, splits.train, batch, size, side_names=names).concatenate(
+        make_tf_dataset(dataset, splits.val, batch, size, side_names=names)
+    )
+    features = extractor.predict(images, verbose=0).astype(np.float32)
+    cut = len(splits.train)
+    return (
+        feature_dataset(features[:cut], dataset, splits.train, batch, num_classes, seed, cfg),
+        feature_dataset(features[cut:], dataset, splits.val, batch, num_classes, None, cfg),
+    )
+
+
+def feature_dataset(features, dataset, split, batch, num_classes, seed, cfg) -> tf.data.Dataset:
+    """One split's features and labels, batched (and shuffled) like its images were.
 
     A fusion head takes its metadata and boxes beside the features, as the full model does.
     """
-    names = side_input_names(cfg)
-    images = make_tf_dataset(dataset, split, batch, size, side_names=names)
-    features = extractor.predict(images, verbose=0).astype(np.float32)
     labels = tf.one_hot(labels_of(dataset, split), num_classes)
     inputs = features
     if cfg.model.inputs == "fusion":
+        names = side_input_names(cfg)
         inputs = {
             "features": features,
             **side_arrays(dataset, dataset.rows(split["sample_id"]), names),

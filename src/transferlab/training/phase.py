@@ -34,7 +34,7 @@ from transferlab.models import (
 )
 from transferlab.pipeline import input_size_for, labels_of, make_tf_dataset
 from transferlab.runs import atomic_path, new_run_dir, write_json
-from transferlab.splits import Splits, prepare_splits
+from transferlab.splits import Splits, prepare_splits, write_skipped
 from transferlab.training.checkpoints import (
     EpochCheckpoint,
     PhasePaths,
@@ -42,7 +42,7 @@ from transferlab.training.checkpoints import (
     config_fingerprint,
     resumable_state,
 )
-from transferlab.training.features import feature_dataset, metadata_stats, stats_of
+from transferlab.training.features import feature_datasets, metadata_stats, stats_of
 from transferlab.training.optim import class_weights, compile_model, make_optimizer
 from transferlab.training.records import plot_curves, read_metrics
 from transferlab.training.runtime import choose_strategy, describe_device, is_chief, set_precision
@@ -114,6 +114,7 @@ def train_phase(
         paths.state.unlink(missing_ok=True)
         run_dir = new_run_dir(cfg.output_dir, cfg.experiment, phase)
         cfg.save(run_dir / "config.json")
+        write_skipped(run_dir / "skipped.csv", dataset.skipped)
         state = fresh_state(cfg, phase, run_dir)
     else:
         run_dir = Path(state["run_dir"])
@@ -263,9 +264,8 @@ def make_data(cfg, dataset, splits, feature_model, num_classes) -> Data:
     if feature_model is not None:
         started = time.perf_counter()
         extractor = keras.Model(feature_model.input, feature_model.get_layer("head_pool").output)
-        train, val = (
-            feature_dataset(extractor, dataset, splits[name], size, batch, num_classes, seed, cfg)
-            for name, seed in (("train", cfg.seed), ("val", None))
+        train, val = feature_datasets(
+            extractor, dataset, splits, size, batch, num_classes, cfg.seed, cfg
         )
         return Data(dataset, splits, size, train, val, steps, time.perf_counter() - started)
     train = make_tf_dataset(
