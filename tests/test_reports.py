@@ -107,6 +107,9 @@ def test_stalled_and_oscillating():
         "between 0.3000 and 0.5000"
         in next(f for f in osc.findings if f.rule == "oscillating").message
     )
+    # A steep first climb, then small wiggles near the top: converging, not oscillating.
+    climbing = diagnose(history([0.1, 0.49, 0.66, 0.8, 0.76, 0.8, 0.77]), num_classes=10)
+    assert "oscillating" not in climbing.rules
 
 
 def test_balance_and_leakage_rules():

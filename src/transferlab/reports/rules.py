@@ -249,20 +249,23 @@ def check_stalled(history: pd.DataFrame, monitor: str | None = None) -> list[Fin
 def check_oscillating(history: pd.DataFrame) -> list[Finding]:
     if "val_accuracy" not in history or len(history) < 6:
         return []
-    val = history["val_accuracy"]
+    val = history["val_accuracy"].to_numpy()
     steps = np.diff(val)
-    # Up-down-up: big steps that keep changing direction, not steady progress.
-    turns = int((steps[:-1] * steps[1:] < 0).sum())
-    if np.abs(steps).mean() < OSCILLATION or turns < len(steps) / 2:
+    # Up-down-up: steps that keep changing direction, and big ones where they turn. The
+    # early climb does not count: a first epoch far below the rest is progress, not noise.
+    turning = steps[:-1] * steps[1:] < 0
+    reversals = np.abs(steps[1:][turning])
+    if turning.sum() < len(steps) / 2 or reversals.mean() < OSCILLATION:
         return []
+    settled = val[int(np.argmax(turning)) :]
     return [
         Finding(
             "oscillating",
             "warning",
-            f"validation accuracy jumps between {num(val.min())} and {num(val.max())} from epoch "
-            "to epoch",
+            f"validation accuracy jumps between {num(settled.min())} and {num(settled.max())} "
+            "from epoch to epoch",
             "lower the learning rate (or add a schedule), or use a larger validation split",
-            {"min": val.min(), "max": val.max()},
+            {"min": float(settled.min()), "max": float(settled.max())},
         )
     ]
 
