@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_stage(stage, cfg)
             if result is not None:
                 print(f"[transferlab] {stage}: {result}", flush=True)
+        if args.stage == "demo":
+            from transferlab.reports.checkpoint import day_checkpoint_path
+
+            print(f"[transferlab] demo finished; report: {day_checkpoint_path(cfg)}", flush=True)
     except NotImplementedError as err:
         print(f"transferlab: {err}", file=sys.stderr)
         return 2

@@ -88,6 +88,11 @@ def latest_runs(cfg: Config) -> dict[str, RunFiles]:
     return runs
 
 
+def day_checkpoint_path(cfg: Config) -> Path:
+    """Where ``write_day_checkpoint`` writes this sprint and day's report."""
+    return Path(cfg.report.output_dir) / f"sprint{cfg.report.sprint:02d}_day{cfg.report.day:02d}.md"
+
+
 def write_day_checkpoint(
     cfg: Config,
     date: str | None = None,
@@ -106,7 +111,7 @@ def write_day_checkpoint(
     runs = latest_runs(cfg)
     date = date or journal.get("date") or max(r.date or "" for r in runs.values()) or "undated"
     out = Path(rc.output_dir)
-    stem = f"sprint{rc.sprint:02d}_day{rc.day:02d}"
+    stem = day_checkpoint_path(cfg).stem
     files = out / f"{stem}_files"
     training_reports = {
         p: write_training_report(runs[p].path, out)
