@@ -86,3 +86,27 @@ def test_a_notebook_parameter_switches_the_input_mode():
     for inputs, name in ((None, "demo"), ("fusion", "demo_fusion"), ("roi", "demo_roi")):
         cfg = notebook_config(str(ROOT / "configs" / "demo.yaml"), csv, model__inputs=inputs)
         assert cfg.model_name == name
+
+
+def test_an_interrupted_fusion_run_resumes_where_it_stopped(cfg, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from transferlab.training.checkpoints import EpochCheckpoint
+
+    real_begin = EpochCheckpoint.on_epoch_begin
+
+    def interrupt_in_epoch_three(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        real_begin(self, epoch, logs)
+
+    csv = metadata_task(tmp_path / "meta", count=40)
+    monkeypatch.setattr(EpochCheckpoint, "on_epoch_begin", interrupt_in_epoch_three)
+    first = side_run(cfg, tmp_path, csv, "fusion", 4, metadata_columns=["age", "noise"])
+    assert first.stop_reason == "interrupted" and first.epochs_run == 2
+    monkeypatch.setattr(EpochCheckpoint, "on_epoch_begin", real_begin)
+    second = train_phase(cfg, "phase1")
+    assert second.run_dir == first.run_dir
+    assert second.stop_reason == "completed" and second.epochs_run == 4
+    assert pd.read_csv(second.run_dir / "metrics.csv")["epoch"].tolist() == [1, 2, 3, 4]
+    assert second.summary["side_inputs"] == ["metadata"]
