@@ -250,8 +250,8 @@ def test_schedules():
     assert int(np.argmax(values)) == 30 and values[-1] == pytest.approx(1e-6)
 
 
-def run_python(code: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+def run_python(code: str, extra_env: dict | None = None, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=ROOT,
@@ -343,3 +343,19 @@ def test_mirrored_strategy_over_two_cpu_devices_trains(tmp_path):
     line = next(x for x in output.splitlines() if x.startswith("REPLICAS"))
     _, replicas, _, loss = line.split()
     assert replicas == "2" and np.isfinite(float(loss))
+
+
+def test_a_multi_worker_tf_config_is_a_clear_error(tmp_path, monkeypatch):
+    """Keras 3 cannot fit under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    Two real workers on loopback failed inside fit with a PerReplica conversion error;
+    transferlab says so before any work starts.
+    """
+    from transferlab.training.runtime import UnsupportedStrategyError
+
+    cluster = {"worker": ["127.0.0.1:20001", "127.0.0.1:20002"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker"}}))
+    cfg = tiny_config(tmp_path, model__backbone="small_resnet")
+    with pytest.raises(UnsupportedStrategyError, match=r"2-task cluster.*keras-team/keras#20585"):
+        train_phase(cfg, "phase1")
+    assert not Path(cfg.models_dir, "demo_phase1_best.keras").exists()

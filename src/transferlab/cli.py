@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError, NotebookFailed) as err:
         print(f"transferlab: error: {err}", file=sys.stderr)
         return 1
+    except Exception as err:
+        # transferlab's own errors (TrainingError, ...) carry a message meant for the user.
+        if not type(err).__module__.startswith("transferlab."):
+            raise
+        print(f"transferlab: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("transferlab: interrupted", file=sys.stderr)
         return 130

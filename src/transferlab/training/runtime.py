@@ -21,10 +21,22 @@ def set_precision(mode: str) -> str:
     return policy
 
 
+class UnsupportedStrategyError(RuntimeError):
+    """A distribution set-up the installed Keras cannot train with."""
+
+
 def choose_strategy() -> tf.distribute.Strategy:
-    """Multi-worker when TF_CONFIG names a cluster, Mirrored on >1 GPU, else the default."""
-    if "cluster" in json.loads(os.environ.get("TF_CONFIG", "{}")):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+    """Mirrored on >1 GPU, else the default; a multi-worker TF_CONFIG is a clear error."""
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    if sum(len(tasks) for tasks in cluster.values()) > 1:
+        # Tried here: two workers on loopback fail inside Keras's fit with a PerReplica
+        # conversion error, the open Keras 3 bug keras-team/keras#20585.
+        raise UnsupportedStrategyError(
+            f"TF_CONFIG names a {sum(len(t) for t in cluster.values())}-task cluster, but "
+            "Keras 3's fit does not train with MultiWorkerMirroredStrategy yet "
+            "(keras-team/keras#20585). Train on one machine: transferlab uses every GPU "
+            "there through MirroredStrategy. Unset TF_CONFIG to continue."
+        )
     if len(gpus()) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
