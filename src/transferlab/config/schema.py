@@ -1,22 +1,12 @@
-"""Experiment configuration: plain dataclasses, loaded from YAML, validated on load.
-
-Overrides come as dotted keys (``phase1.epochs=3``) from notebook parameters, make
-variables or keyword arguments. An unknown key is an error that names the nearest
-valid key; a value of the wrong type or out of range is an error that names the key,
-the value and what is allowed.
-"""
+"""The experiment config's schema: one dataclass per section, each checking its values."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
-
-import yaml
+from typing import Any, Literal
 
 AUGMENTATIONS = (
     "flip",
@@ -74,9 +64,9 @@ class DataConfig:
             )
         if self.splits[0] == 0 or self.splits[1] == 0:
             raise ConfigError(f"data.splits={self.splits}: train and val fractions must be above 0")
-        _check_min("data.subset_per_class", self.subset_per_class, 1)
-        _check_min("data.input_size", self.input_size, 8)
-        _check_min("data.max_boxes", self.max_boxes, 1)
+        check_min("data.subset_per_class", self.subset_per_class, 1)
+        check_min("data.input_size", self.input_size, 8)
+        check_min("data.max_boxes", self.max_boxes, 1)
         if (self.metadata_columns or self.boxes_column) and self.kind != "csv":
             raise ConfigError(
                 "data.metadata_columns and data.boxes_column need data.kind=csv "
@@ -108,19 +98,19 @@ class ModelConfig:
     roi_margin: float = 0.1
 
     def check(self) -> None:
-        _check_min("model.image_size", self.image_size, 8)
-        _check_min("model.side_units", self.side_units, 1)
-        _check_min("model.roi_index", self.roi_index, 0)
+        check_min("model.image_size", self.image_size, 8)
+        check_min("model.side_units", self.side_units, 1)
+        check_min("model.roi_index", self.roi_index, 0)
         if not 0.0 <= self.roi_margin <= 1.0:
             raise ConfigError(f"model.roi_margin={self.roi_margin}: must be in [0, 1]")
-        _check_min("model.dense_units", self.dense_units, 0)
+        check_min("model.dense_units", self.dense_units, 0)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout}: must be in [0, 1)")
         for name in self.augmentation:
             if name not in AUGMENTATIONS:
                 raise ConfigError(
                     f"model.augmentation: unknown augmentation {name!r}"
-                    f"{_did_you_mean(name, AUGMENTATIONS)}; allowed: {', '.join(AUGMENTATIONS)}"
+                    f"{did_you_mean(name, AUGMENTATIONS)}; allowed: {', '.join(AUGMENTATIONS)}"
                 )
 
 
@@ -139,9 +129,9 @@ class PhaseConfig:
     unfreeze_from: str | None = None
 
     def check(self, section: str) -> None:
-        _check_min(f"{section}.epochs", self.epochs, 0)
-        _check_min(f"{section}.warmup_epochs", self.warmup_epochs, 0)
-        _check_min(f"{section}.patience", self.patience, 0)
+        check_min(f"{section}.epochs", self.epochs, 0)
+        check_min(f"{section}.warmup_epochs", self.warmup_epochs, 0)
+        check_min(f"{section}.patience", self.patience, 0)
         if not 0 < self.learning_rate < 1:
             raise ConfigError(f"{section}.learning_rate={self.learning_rate}: must be in (0, 1)")
 
@@ -160,7 +150,7 @@ class TrainConfig:
     cache_features: bool = True
 
     def check(self) -> None:
-        _check_min("train.batch_size", self.batch_size, 1)
+        check_min("train.batch_size", self.batch_size, 1)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing={self.label_smoothing}: must be in [0, 1)")
         if self.clip_norm is not None and self.clip_norm <= 0:
@@ -177,9 +167,9 @@ class EvalConfig:
     gradcam_images: int = 8
 
     def check(self) -> None:
-        _check_min("eval.top_k", self.top_k, 1)
-        _check_min("eval.tta", self.tta, 0)
-        _check_min("eval.gradcam_images", self.gradcam_images, 1)
+        check_min("eval.top_k", self.top_k, 1)
+        check_min("eval.tta", self.tta, 0)
+        check_min("eval.gradcam_images", self.gradcam_images, 1)
 
 
 @dataclass
@@ -222,12 +212,12 @@ class BenchConfig:
     summary: str = "docs/benchmarks.md"
 
     def check(self) -> None:
-        _check_min("bench.repeats", self.repeats, 1)
-        _check_min("bench.batch_size", self.batch_size, 1)
-        _check_min("bench.frozen_images", self.frozen_images, 4)
-        _check_min("bench.frozen_image_size", self.frozen_image_size, 8)
-        _check_min("bench.pipeline_images", self.pipeline_images, 1)
-        _check_min("bench.file_size", self.file_size, 8)
+        check_min("bench.repeats", self.repeats, 1)
+        check_min("bench.batch_size", self.batch_size, 1)
+        check_min("bench.frozen_images", self.frozen_images, 4)
+        check_min("bench.frozen_image_size", self.frozen_image_size, 8)
+        check_min("bench.pipeline_images", self.pipeline_images, 1)
+        check_min("bench.file_size", self.file_size, 8)
         if not self.frozen_epochs or min(self.frozen_epochs) < 1:
             raise ConfigError(
                 f"bench.frozen_epochs={self.frozen_epochs}: give epoch counts of at least 1"
@@ -322,187 +312,7 @@ class Config:
         return write_json(path, self.to_dict())
 
 
-def load_config(path: str | Path | None = None, overrides: Any = None, **kwargs: Any) -> Config:
-    """Load a YAML config, apply overrides, validate, and return a ``Config``.
-
-    ``overrides`` may be a dict of dotted keys, a list of ``key=value`` strings, or one
-    space-separated string (the form make's ``SET=`` passes). Keyword arguments use
-    ``__`` for dots (``phase1__epochs=3``) and win over everything else.
-    """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = read_yaml(path)
-    cfg = build_config(raw, source=str(path) if path else "defaults")
-    merged = parse_overrides(overrides)
-    merged.update({k.replace("__", "."): v for k, v in kwargs.items()})
-    for key, value in merged.items():
-        set_key(cfg, key, value)
-    cfg.check()
-    return cfg
-
-
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from its saved JSON form (a run's config.json)."""
-    cfg = build_config(data, source="config.json")
-    cfg.check()
-    return cfg
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        available = sorted(p.name for p in Path("configs").glob("*.yaml"))
-        hint = f"; configs here: {', '.join(available)}" if available else ""
-        raise ConfigError(f"config file {path} does not exist{hint}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"config file {path} must hold a mapping of keys, not {type(raw).__name__}"
-        )
-    return raw
-
-
-def build_config(raw: dict[str, Any], source: str) -> Config:
-    cfg = Config()
-    for key, value in flatten(raw).items():
-        set_key(cfg, key, value, source=source)
-    return cfg
-
-
-def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
-def parse_overrides(overrides: Any) -> dict[str, Any]:
-    """Turn ``"a.b=1 c=[1, 2]"``, ``["a.b=1"]`` or ``{"a.b": 1}`` into a dict of values."""
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    if isinstance(overrides, str):
-        overrides = split_assignments(overrides)
-    parsed = {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                f"override {item!r} is not of the form key=value (e.g. phase1.epochs=3)"
-            )
-        try:
-            parsed[key.strip()] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            parsed[key.strip()] = text
-    return parsed
-
-
-def split_assignments(text: str) -> list[str]:
-    """Split ``a=1 b=[1, 2]`` on spaces outside brackets and quotes."""
-    items, current, depth, quote = [], "", 0, ""
-    for char in text:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth -= 1
-        elif char.isspace() and depth == 0:
-            if current:
-                items.append(current)
-            current = ""
-            continue
-        current += char
-    if current:
-        items.append(current)
-    return items
-
-
-def set_key(cfg: Config, dotted: str, value: Any, source: str = "overrides") -> None:
-    """Set one dotted key on ``cfg``, checking that the key exists and the type fits."""
-    target: Any = cfg
-    parts = dotted.split(".")
-    for depth, part in enumerate(parts):
-        names = [f.name for f in dataclasses.fields(target)]
-        prefix = ".".join(parts[:depth])
-        if part not in names:
-            valid = [f"{prefix}.{n}" if prefix else n for n in names]
-            raise ConfigError(
-                f"unknown config key {dotted!r} (in {source})"
-                f"{_did_you_mean(dotted, all_keys(), valid)}"
-            )
-        hint = typing.get_type_hints(type(target))[part]
-        if depth == len(parts) - 1:
-            if dataclasses.is_dataclass(hint):
-                raise ConfigError(
-                    f"config key {dotted!r} is a section; set one of its keys instead"
-                )
-            setattr(target, part, coerce(dotted, value, hint))
-        else:
-            target = getattr(target, part)
-            if not dataclasses.is_dataclass(target):
-                raise ConfigError(f"config key {dotted!r}: {prefix or part!r} is not a section")
-
-
-def all_keys() -> list[str]:
-    return sorted(flatten(Config().to_dict()))
-
-
-def coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against the field's type hint; convert only where lossless."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        if isinstance(value, str) and value.lower() in ("null", "none", "~") and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return coerce(key, value, inner)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(
-                f"{key}={value!r} is not allowed{_did_you_mean(str(value), [str(a) for a in args])}"
-                f"; choose one of: {', '.join(map(str, args))}"
-            )
-        return value
-    if origin is list:
-        (item_type,) = args
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r} must be a list, e.g. {key}=[...]")
-        return [coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}={value!r} must be true or false")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key}={value!r} must be a whole number")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}={value!r} must be a number")
-    if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}={value!r} must be text")
-    raise ConfigError(f"{key}: unsupported type {hint}")
-
-
-def _did_you_mean(word: str, *candidate_lists: list[str] | tuple[str, ...]) -> str:
+def did_you_mean(word: str, *candidate_lists: list[str] | tuple[str, ...]) -> str:
     for candidates in candidate_lists:
         close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
         if close:
@@ -510,6 +320,6 @@ def _did_you_mean(word: str, *candidate_lists: list[str] | tuple[str, ...]) -> s
     return ""
 
 
-def _check_min(key: str, value: int | None, minimum: int) -> None:
+def check_min(key: str, value: int | None, minimum: int) -> None:
     if value is not None and value < minimum:
         raise ConfigError(f"{key}={value}: must be at least {minimum}")
