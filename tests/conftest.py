@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,22 @@ def image_folder(tmp_path: Path) -> Path:
             suffix = ".png" if i % 2 else ".jpg"
             write_image(root / name / f"{name}_{i}{suffix}", pixels)
     return root
+
+
+@contextmanager
+def ctrl_c_at_epoch(epoch: int):
+    """Press Ctrl-C as training's epoch ``epoch`` (counted from 1) begins."""
+    from transferlab.training.checkpoints import EpochCheckpoint
+
+    real_begin = EpochCheckpoint.on_epoch_begin
+
+    def interrupt(self, index, logs=None):
+        if index == epoch - 1:
+            raise KeyboardInterrupt
+        real_begin(self, index, logs)
+
+    EpochCheckpoint.on_epoch_begin = interrupt
+    try:
+        yield
+    finally:
+        EpochCheckpoint.on_epoch_begin = real_begin

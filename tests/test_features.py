@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.conftest import ctrl_c_at_epoch
 from tests.side_data import box_task, metadata_task
 from transferlab.training import train_phase
 
@@ -88,23 +89,13 @@ def test_a_notebook_parameter_switches_the_input_mode():
         assert cfg.model_name == name
 
 
-def test_an_interrupted_fusion_run_resumes_where_it_stopped(cfg, tmp_path, monkeypatch):
+def test_an_interrupted_fusion_run_resumes_where_it_stopped(cfg, tmp_path):
     import pandas as pd
 
-    from transferlab.training.checkpoints import EpochCheckpoint
-
-    real_begin = EpochCheckpoint.on_epoch_begin
-
-    def interrupt_in_epoch_three(self, epoch, logs=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        real_begin(self, epoch, logs)
-
     csv = metadata_task(tmp_path / "meta", count=40)
-    monkeypatch.setattr(EpochCheckpoint, "on_epoch_begin", interrupt_in_epoch_three)
-    first = side_run(cfg, tmp_path, csv, "fusion", 4, metadata_columns=["age", "noise"])
+    with ctrl_c_at_epoch(3):
+        first = side_run(cfg, tmp_path, csv, "fusion", 4, metadata_columns=["age", "noise"])
     assert first.stop_reason == "interrupted" and first.epochs_run == 2
-    monkeypatch.setattr(EpochCheckpoint, "on_epoch_begin", real_begin)
     second = train_phase(cfg, "phase1")
     assert second.run_dir == first.run_dir
     assert second.stop_reason == "completed" and second.epochs_run == 4

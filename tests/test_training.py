@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
+from tests.conftest import ctrl_c_at_epoch
 from transferlab.config import load_config
 from transferlab.data import load_dataset
 from transferlab.models import load_model
@@ -197,23 +198,13 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     assert summary["stop_reason"] == "nan_loss"
 
 
-def test_ctrl_c_saves_and_the_next_run_resumes(tmp_path, monkeypatch):
-    from transferlab.training.checkpoints import EpochCheckpoint
-
-    real_begin = EpochCheckpoint.on_epoch_begin
-
-    def interrupt_in_epoch_three(self, epoch, logs=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        real_begin(self, epoch, logs)
-
+def test_ctrl_c_saves_and_the_next_run_resumes(tmp_path):
     cfg = tiny_config(
         tmp_path, model__backbone="small_resnet", phase1__epochs=4, phase1__patience=0
     )
-    monkeypatch.setattr(EpochCheckpoint, "on_epoch_begin", interrupt_in_epoch_three)
-    first = train_phase(cfg, "phase1")
+    with ctrl_c_at_epoch(3):
+        first = train_phase(cfg, "phase1")
     assert first.stop_reason == "interrupted" and first.epochs_run == 2
-    monkeypatch.setattr(EpochCheckpoint, "on_epoch_begin", real_begin)
     second = train_phase(cfg, "phase1")
     assert second.run_dir == first.run_dir
     assert second.stop_reason == "completed" and second.epochs_run == 4
