@@ -9,13 +9,13 @@ import keras
 import numpy as np
 import pytest
 
-from transferlab.evaluation import load_model
 from transferlab.gradcam import (
     heatmap_peak,
     make_gradcam_heatmap,
     overlay_heatmap,
     run_gradcam,
 )
+from transferlab.models import load_model
 
 from .tiny_model import build_tiny_model, patch_images
 

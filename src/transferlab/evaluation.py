@@ -6,7 +6,6 @@ predictions.csv, metrics.json and figures/; every metric is scikit-learn's.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from sklearn import metrics as skm
 from transferlab.config import Config
 from transferlab.data import IMAGE_SUFFIXES, DataError, load_dataset, read_image, resize_image
 from transferlab.inputs import assemble_inputs, image_shape_of, side_names_of
+from transferlab.models import load_model
 from transferlab.plots import plot_confusion_matrix, plot_image_grid, plot_roc_curves, short
 from transferlab.runs import new_run_dir, read_json, write_json, write_text
 
@@ -42,21 +42,6 @@ class EvalResult:
 
 
 # --- models --------------------------------------------------------------------
-
-
-def load_model(path: str | Path):
-    """Load a saved ``.keras`` model, with this project's custom layers registered."""
-    import keras
-
-    path = Path(path)
-    if not path.is_file():
-        nearby = sorted(p.name for p in path.parent.glob("*.keras")) if path.parent.is_dir() else []
-        hint = f"; models there: {', '.join(nearby)}" if nearby else "; train a model first"
-        raise FileNotFoundError(f"model file {path} does not exist{hint}")
-    with contextlib.suppress(ImportError):
-        import transferlab.models  # noqa: F401  registers the custom preprocessing layers
-    # compile=False: evaluation needs no optimizer, and custom metrics need not be registered.
-    return keras.models.load_model(path, compile=False)
 
 
 def default_model_path(cfg: Config) -> Path:

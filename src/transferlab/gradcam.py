@@ -23,7 +23,6 @@ from transferlab.config import Config
 from transferlab.data import load_dataset, resize_image
 from transferlab.evaluation import (
     default_model_path,
-    load_model,
     model_input_size,
     predict_batches,
     predictions_table,
@@ -32,6 +31,7 @@ from transferlab.evaluation import (
     split_inputs,
 )
 from transferlab.inputs import assemble_inputs, side_names_of
+from transferlab.models import load_model
 from transferlab.plots import plot_image_grid, short
 from transferlab.runs import new_run_dir, write_json
 

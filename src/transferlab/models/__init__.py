@@ -303,5 +303,8 @@ def load_model(path: str | Path) -> keras.Model:
     """Load a saved transferlab model in safe mode (compile=False)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist; train it first")
+        nearby = sorted(p.name for p in path.parent.glob("*.keras")) if path.parent.is_dir() else []
+        hint = f"; models there: {', '.join(nearby)}" if nearby else "; train a model first"
+        raise FileNotFoundError(f"model file {path} does not exist{hint}")
+    # compile=False: callers that train recompile; evaluation needs no optimizer.
     return keras.models.load_model(path, compile=False, safe_mode=True)
