@@ -20,7 +20,7 @@ from transferlab.data import IMAGE_SUFFIXES, DataError, load_dataset, read_image
 from transferlab.inputs import assemble_inputs, image_shape_of, side_names_of
 from transferlab.models import load_model
 from transferlab.plots import plot_confusion_matrix, plot_image_grid, plot_roc_curves, short
-from transferlab.runs import new_run_dir, read_json, write_json, write_text
+from transferlab.runs import best_model_path, new_run_dir, read_json, write_json, write_text
 
 # How many images the prediction grid and the mistakes gallery show.
 GRID_IMAGES = 16
@@ -46,13 +46,12 @@ class EvalResult:
 
 def default_model_path(cfg: Config) -> Path:
     """The best model of the latest phase: phase 2 if it was trained, else phase 1."""
-    models_dir = Path(cfg.models_dir)
     for phase in ("phase2", "phase1"):
-        path = models_dir / f"{cfg.model_name}_{phase}_best.keras"
+        path = best_model_path(cfg, phase)
         if path.is_file():
             return path
     raise FileNotFoundError(
-        f"no best model of experiment {cfg.experiment!r} in {models_dir} "
+        f"no best model of experiment {cfg.experiment!r} in {cfg.models_dir} "
         f"({cfg.model_name}_phase2_best.keras or _phase1_best.keras); run `make train-phase1` first"
     )
 

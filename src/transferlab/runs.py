@@ -62,6 +62,11 @@ def write_with(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     return Path(path)
 
 
+def best_model_path(cfg, phase: str) -> Path:
+    """``models/<experiment>_<phase>_best.keras`` (fusion and ROI models add their mode)."""
+    return Path(cfg.models_dir) / f"{cfg.model_name}_{phase}_best.keras"
+
+
 def new_run_dir(output_dir: str | Path, experiment: str, stage: str) -> Path:
     """Create ``outputs/runs/<timestamp>_<experiment>_<stage>/``."""
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -19,7 +19,7 @@ import keras
 from keras import ops
 
 from transferlab.config import Config
-from transferlab.runs import atomic_path, read_json
+from transferlab.runs import atomic_path, best_model_path, read_json
 from transferlab.training.records import metrics_row, write_metrics
 
 
@@ -35,7 +35,7 @@ class PhasePaths:
     def of(cls, cfg: Config, phase: str) -> PhasePaths:
         folder = Path(cfg.checkpoints_dir) / cfg.model_name
         return cls(
-            best=Path(cfg.models_dir) / f"{cfg.model_name}_{phase}_best.keras",
+            best=best_model_path(cfg, phase),
             last=folder / f"{phase}_last.keras",
             state=folder / f"{phase}_state.json",
         )
