@@ -29,7 +29,7 @@ def bench(tmp_path_factory):
             "bench.repeats": 1,
             "bench.batch_size": 4,
             "bench.frozen_images": 8,
-            "bench.frozen_epochs": [1],
+            "bench.frozen_epochs": [1, 2],
             "bench.frozen_image_size": 16,
             "bench.pipeline_images": 4,
             "bench.file_size": 24,
@@ -71,11 +71,20 @@ def test_count_flops_of_resnet50_at_224():
 
 def test_frozen_phase_times_both_arms_and_their_ratio(bench):
     result = bench["results"]["frozen_phase"]
-    cached, e2e, speedup = result["figures"]
-    for row in (cached, e2e):
-        check_figure(row)
-        assert len(row["runs"]) == 1 and row["epochs"] == 1
-    assert speedup["median"] == pytest.approx(e2e["median"] / cached["median"])
+    rows = result["figures"]
+    assert [(r["figure"], r["epochs"]) for r in rows] == [
+        (name, epochs)
+        for epochs in (1, 2)
+        for name in ("phase1_cached", "phase1_end_to_end", "speedup")
+    ]
+    for cached, e2e, speedup in (rows[:3], rows[3:]):
+        for row in (cached, e2e):
+            check_figure(row)
+            assert len(row["runs"]) == 1
+        assert speedup["median"] == pytest.approx(e2e["median"] / cached["median"])
+    # Both lengths come from one run per arm: the longer phase took longer.
+    for arm in (0, 1):
+        assert rows[arm]["median"] < rows[3 + arm]["median"]
     # Same seed, data and model: caching changes the speed, not the result.
     assert result["val_loss_gap"] < 1e-3
     assert all(r["feature_cache_s"] > 0 for r in result["results"] if r["cached"])
@@ -160,3 +169,12 @@ def test_gpu_benchmark_results_render_in_the_summary(tmp_path):
     )
     assert f"{forward['median']:,.0f}" in text
     assert keras.mixed_precision.dtype_policy().name == "float32"
+
+
+def test_phase_seconds_reads_each_length_from_one_run():
+    from transferlab.benchmarks.frozen import EpochClock, phase_seconds
+
+    clock = EpochClock()
+    clock.ends = [12.0, 13.0, 14.5]  # setup took 10 s from the start at 2.0
+    # After its last epoch the run saved and summarized for 1.5 s: each length does that.
+    assert phase_seconds(2.0, clock, 16.0, [1, 3]) == {1: 11.5, 3: 14.0}

@@ -211,6 +211,41 @@ def test_ctrl_c_saves_and_the_next_run_resumes(tmp_path):
     assert pd.read_csv(second.run_dir / "metrics.csv")["epoch"].tolist() == [1, 2, 3, 4]
 
 
+def test_resuming_cached_phase1_on_other_backbone_weights_is_a_clear_error(tmp_path):
+    from transferlab.models import build_backbone
+
+    weights = tmp_path / "backbone.weights.h5"
+    cfg = tiny_config(
+        tmp_path,
+        model__backbone="small_resnet",
+        model__weights=str(weights),
+        phase1__epochs=4,
+        phase1__patience=0,
+    )
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        build_backbone("small_resnet", "none", 32).save_weights(weights)
+        if seed == 1:
+            with ctrl_c_at_epoch(3):
+                assert train_phase(cfg, "phase1").stop_reason == "interrupted"
+    # Same config, other weights in the same file: the head's features would not match.
+    with pytest.raises(TrainingError, match="other backbone features.*Delete .*state.json"):
+        train_phase(cfg, "phase1")
+
+
+def test_own_callbacks_run_after_the_epoch_checkpoint_is_written(tmp_path):
+    cfg = tiny_config(tmp_path, model__backbone="small_resnet", phase1__epochs=2)
+    state_file = Path(cfg.checkpoints_dir) / "demo" / "phase1_state.json"
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch + 1, json.loads(state_file.read_text())["epoch"]))
+
+    train_phase(cfg, "phase1", callbacks=[Watch()])
+    assert seen == [(1, 1), (2, 2)]
+
+
 def test_training_options_run_and_the_schedule_moves(tmp_path):
     cfg = tiny_config(
         tmp_path,
@@ -265,11 +300,13 @@ TRAIN_SCRIPT = """
 """
 
 
-def test_a_run_killed_mid_phase_resumes_and_keeps_the_true_best(tmp_path):
+# Cached epochs take milliseconds: more of them leave time to kill the run mid-phase.
+@pytest.mark.parametrize("cached, epochs", [(False, 6), (True, 40)], ids=["end_to_end", "cached"])
+def test_a_run_killed_mid_phase_resumes_and_keeps_the_true_best(tmp_path, cached, epochs):
     overrides = {
         "model__backbone": "small_resnet",
-        "train__cache_features": False,
-        "phase1__epochs": 6,
+        "train__cache_features": cached,
+        "phase1__epochs": epochs,
         "phase1__patience": 0,
         "phase1__learning_rate": 0.01,
     }
@@ -287,16 +324,20 @@ def test_a_run_killed_mid_phase_resumes_and_keeps_the_true_best(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = json.loads(state_file.read_text())["epoch"]
-    assert 2 <= killed_at < 6
+    assert 2 <= killed_at < epochs
+    if cached:
+        # Cached phase 1 writes its full best model once, at the end: the resume does it.
+        assert not Path(cfg.models_dir, "demo_phase1_best.keras").exists()
     run_dir = Path(json.loads(state_file.read_text())["run_dir"])
     before = pd.read_csv(run_dir / "metrics.csv")
     before = before[before["epoch"] <= killed_at]
 
     result = train_phase(cfg, "phase1")
 
-    assert result.run_dir == run_dir and result.epochs_run == 6
+    assert result.run_dir == run_dir and result.epochs_run == epochs
+    assert result.summary["feature_cached"] == cached
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5, 6]  # no epoch lost, none repeated
+    assert metrics["epoch"].tolist() == list(range(1, epochs + 1))  # none lost or repeated
     pd.testing.assert_frame_equal(metrics.iloc[: len(before)], before)
     best = int(metrics["val_accuracy"].idxmax()) + 1
     assert result.best_epoch == best
@@ -305,8 +346,8 @@ def test_a_run_killed_mid_phase_resumes_and_keeps_the_true_best(tmp_path):
     accuracy = (best_model.predict(images, verbose=0).argmax(axis=1) == labels).mean()
     assert accuracy == pytest.approx(metrics["val_accuracy"].max(), abs=1e-6)
     last = keras.models.load_model(Path(cfg.checkpoints_dir) / "demo" / "phase1_last.keras")
-    # The optimizer's step count went on from the checkpoint: 5 steps x 6 epochs.
-    assert int(last.optimizer.iterations.numpy()) == 6 * 5
+    # The optimizer's step count went on from the checkpoint: 5 steps per epoch.
+    assert int(last.optimizer.iterations.numpy()) == epochs * 5
 
 
 MIRRORED_SCRIPT = """

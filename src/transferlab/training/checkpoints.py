@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ class PhasePaths:
     best: Path
     last: Path
     state: Path
+    # Feature-cached phase 1 keeps its best head here; the full model is written at the end.
+    best_head: Path
 
     @classmethod
     def of(cls, cfg: Config, phase: str) -> PhasePaths:
@@ -38,6 +39,7 @@ class PhasePaths:
             best=best_model_path(cfg, phase),
             last=folder / f"{phase}_last.keras",
             state=folder / f"{phase}_state.json",
+            best_head=folder / f"{phase}_best_head.keras",
         )
 
 
@@ -88,9 +90,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """At each epoch end: log a row, keep the best model, save a resumable checkpoint.
 
     ``state`` is the dict written to the state file: epoch (completed, from 1), best,
-    best_epoch, wait, stop_reason, run_dir, ... It is updated in place.
-    ``export`` returns the full model to save as best (in feature-cached phase 1 the
-    model being fit is the head alone). ``rows`` are the metrics.csv rows so far.
+    best_epoch, wait, stop_reason, run_dir, ... It is updated in place. The model being
+    fit is saved to ``best_path`` when it improves: the full model, or in feature-cached
+    phase 1 the head alone. ``rows`` are the metrics.csv rows so far.
     """
 
     def __init__(
@@ -101,14 +103,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         metrics_path: Path,
         monitor: str,
         patience: int,
-        export: Callable[[], keras.Model],
+        best_path: Path,
         plateau: ResumablePlateau | None = None,
         write: bool = True,
     ):
         super().__init__()
         self.paths, self.state, self.rows = paths, state, rows
         self.metrics_path, self.monitor, self.patience = metrics_path, monitor, patience
-        self.export, self.plateau, self.write = export, plateau, write
+        self.best_path, self.plateau, self.write = best_path, plateau, write
         self.nan_batch: tuple[int, int] | None = None
         self.started = time.perf_counter()
         self.epoch = 0
@@ -155,4 +157,4 @@ class EpochCheckpoint(keras.callbacks.Callback):
             state_tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True) + "\n")
             self.model.save(stack.enter_context(atomic_path(self.paths.last)))
             if improved:
-                self.export().save(stack.enter_context(atomic_path(self.paths.best)))
+                self.model.save(stack.enter_context(atomic_path(self.best_path)))

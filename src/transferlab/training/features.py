@@ -7,8 +7,11 @@ statistics, which ``build_model`` stores in the model.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from transferlab.config import Config
@@ -44,18 +47,23 @@ def stats_of(model: keras.Model) -> dict | None:
 def feature_datasets(extractor, dataset, splits, size, batch, num_classes, seed, cfg):
     """Pooled backbone features of the train and val splits, computed once.
 
-    One predict call over both splits: each call traces the backbone anew, which on a
-    small dataset costs more than computing its features.
+    Returns the train and val feature datasets and a checksum of the features, which a
+    resumed run compares to be sure its backbone is the interrupted run's.
     """
     names = side_input_names(cfg)
-    images = make_tf_dataset(dataset, splits.train, batch, size, side_names=names).concatenate(
-        make_tf_dataset(dataset, splits.val, batch, size, side_names=names)
-    )
-    features = extractor.predict(images, verbose=0).astype(np.float32)
+    both = pd.concat([splits.train, splits.val])
+    images = make_tf_dataset(dataset, both, batch, size, side_names=names)
+    # One predict call over full batches only (the last wraps round to the first images):
+    # predict traces the backbone once per batch shape, and on a small dataset a trace
+    # costs more than computing the features.
+    full_batches = math.ceil(len(both) / batch) * batch
+    images = images.unbatch().repeat().take(full_batches).batch(batch)
+    features = extractor.predict(images, verbose=0).astype(np.float32)[: len(both)]
     cut = len(splits.train)
     return (
         feature_dataset(features[:cut], dataset, splits.train, batch, num_classes, seed, cfg),
         feature_dataset(features[cut:], dataset, splits.val, batch, num_classes, None, cfg),
+        float(np.abs(features).sum(dtype=np.float64)),
     )
 
 

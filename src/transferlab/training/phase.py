@@ -2,7 +2,8 @@
 
 Phase 1 trains the head on a frozen backbone. With no augmentation the backbone
 sees each image once: its pooled features are cached and the head trains on
-them alone, then goes back onto the full model. Phase 2 loads phase 1's best
+them alone. Its checkpoints then hold the head alone, and the full best model is
+written once, when the phase stops. Phase 2 loads phase 1's best
 model, unfreezes from ``phase2.unfreeze_from`` (BatchNorm stays frozen) and
 recompiles at its own, lower learning rate. Both resume after a crash or Ctrl-C.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,12 +85,19 @@ class Data:
     val: tf.data.Dataset
     steps_per_epoch: int
     feature_cache_s: float = 0.0
+    feature_checksum: float = 0.0
 
 
 def train_phase(
-    cfg: Config, phase: str, strategy: tf.distribute.Strategy | None = None
+    cfg: Config,
+    phase: str,
+    strategy: tf.distribute.Strategy | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> RunResult:
     """Train ``phase`` ("phase1" or "phase2"), resuming an interrupted run of it.
+
+    ``callbacks`` are Keras callbacks of your own; they run after transferlab's, so at
+    each epoch's end they see its metrics row and checkpoint already written.
 
     Writes models/<experiment>_<phase>_best.keras, checkpoints/<experiment>/<phase>_last.keras
     (+ _state.json) and a run directory with config.json, metrics.csv, summary.json,
@@ -133,13 +142,13 @@ def train_phase(
         if strategy.num_replicas_in_sync > 1:
             share_batches_evenly(data, cfg.train.batch_size, strategy.num_replicas_in_sync)
         trainer = training_model(cfg, phase_cfg, paths, state, full, cached, data)
-    if not cached:
+    if cached:
+        check_same_features(state, data.feature_checksum, paths)
+    else:
         full = trainer
 
     rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["epoch"] <= state["epoch"]]
-    callbacks, checkpoint = make_callbacks(
-        cfg, phase_cfg, paths, state, rows, run_dir, full, trainer
-    )
+    own_callbacks, checkpoint = make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir, cached)
     epochs = 0 if state["stop_reason"] == "early_stopping" else phase_cfg.epochs
     stop_reason = "completed"
     try:
@@ -148,7 +157,7 @@ def train_phase(
             validation_data=data.val,
             epochs=epochs,
             initial_epoch=min(state["epoch"], epochs),
-            callbacks=callbacks,
+            callbacks=[*own_callbacks, *callbacks],
             class_weight=class_weights(cfg, labels_of(dataset, splits.train), num_classes),
             shuffle=False,  # the tf.data pipeline shuffles
             verbose="auto",
@@ -160,6 +169,10 @@ def train_phase(
             f"command again to resume {phase}.",
             flush=True,
         )
+    if cached and state["best_epoch"] and is_chief():
+        # Before the state says "finished": a kill in between leaves a run that resumes
+        # with no epoch left to run and writes the best model then.
+        write_full_best(paths, full)
     if checkpoint.nan_batch:
         stop_reason = "nan_loss"
     elif state["stop_reason"] == "early_stopping":
@@ -217,9 +230,8 @@ def starting_model(cfg, phase, paths, state, num_classes, input_size, stats=None
     if state["epoch"] and not state["feature_cached"]:
         return None  # the resumable checkpoint is the full model itself
     if phase == "phase1":
-        if state["epoch"]:
-            # Resuming cached phase 1: the backbone is frozen, so the best model holds it.
-            return load_model(paths.best)
+        # Resuming cached phase 1 rebuilds the same backbone (same seed and weights; the
+        # feature checksum confirms it); the head comes from the checkpoint.
         return build_model(cfg, num_classes, input_size, stats)
     model = load_model(PhasePaths.of(cfg, "phase1").best)
     if model.output_shape[-1] != num_classes:
@@ -229,6 +241,24 @@ def starting_model(cfg, phase, paths, state, num_classes, input_size, stats=None
         )
     stage = cfg.phase2.unfreeze_from
     return unfreeze_from(model, stage, cfg.model.backbone) if stage else freeze_backbone(model)
+
+
+def check_same_features(state: dict, checksum: float, paths: PhasePaths) -> None:
+    """Stop a resumed cached phase 1 whose backbone computes other features than before."""
+    expected = state.setdefault("feature_checksum", checksum)
+    if not math.isclose(expected, checksum, rel_tol=1e-4):
+        raise TrainingError(
+            f"the interrupted phase 1 in {paths.state} trained its head on other backbone "
+            "features than this run computes (were model.weights or the images replaced?). "
+            f"Delete {paths.state} to start phase 1 afresh."
+        )
+
+
+def write_full_best(paths: PhasePaths, full: keras.Model) -> None:
+    """The best head, put back onto the full model, saved as the phase's best model."""
+    copy_head_weights(keras.models.load_model(paths.best_head, safe_mode=True), full)
+    with atomic_path(paths.best) as tmp:
+        full.save(tmp)
 
 
 def training_model(cfg, phase_cfg, paths, state, full, cached, data) -> keras.Model:
@@ -264,10 +294,12 @@ def make_data(cfg, dataset, splits, feature_model, num_classes) -> Data:
     if feature_model is not None:
         started = time.perf_counter()
         extractor = keras.Model(feature_model.input, feature_model.get_layer("head_pool").output)
-        train, val = feature_datasets(
+        train, val, checksum = feature_datasets(
             extractor, dataset, splits, size, batch, num_classes, cfg.seed, cfg
         )
-        return Data(dataset, splits, size, train, val, steps, time.perf_counter() - started)
+        return Data(
+            dataset, splits, size, train, val, steps, time.perf_counter() - started, checksum
+        )
     train = make_tf_dataset(
         dataset, splits.train, batch, size, training=True, seed=cfg.seed, side_names=names
     )
@@ -308,7 +340,7 @@ def batch_mixers(cfg: Config):
     return mix
 
 
-def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir, full, trainer):
+def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir, cached):
     plateau = None
     callbacks = []
     if phase_cfg.schedule == "plateau":
@@ -323,11 +355,6 @@ def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir, full, trainer):
         )
         callbacks.append(plateau)
 
-    def export() -> keras.Model:
-        if trainer is not full:
-            copy_head_weights(trainer, full)
-        return full
-
     checkpoint = EpochCheckpoint(
         paths,
         state,
@@ -335,7 +362,7 @@ def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir, full, trainer):
         run_dir / "metrics.csv",
         cfg.train.monitor,
         phase_cfg.patience,
-        export,
+        paths.best_head if cached else paths.best,
         plateau,
         write=is_chief(),
     )
