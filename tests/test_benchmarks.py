@@ -137,6 +137,9 @@ def test_csv_files_and_summary_table(bench):
         assert len(table) == len(result["figures"])
         assert {"figure", "unit", "median", "min", "max"} <= set(table.columns)
     summary = bench["summary"].read_text()
+    total = sum(r["wall_s"] for r in bench["results"].values())
+    assert all(r["wall_s"] > 0 for r in bench["results"].values())
+    assert f"The benchmarks took {total / 60:.1f} min of wall time (pipeline_scaling " in summary
     for heading in ["## Machine", "## Method", "## 1. Frozen", "## 2. Hardware", "## 3. Input"]:
         assert heading in summary
     assert "## 4. Pipeline overhead" in summary

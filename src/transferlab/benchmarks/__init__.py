@@ -16,6 +16,7 @@ No benchmark downloads anything: weights are random ("none") and images syntheti
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 from transferlab.benchmarks.frozen import frozen_phase
@@ -56,9 +57,14 @@ def run_benchmarks(cfg: Config) -> str:
     machine = machine_info()
     params = {"bench": dict(vars(cfg.bench)), "model": dict(vars(cfg.model))}
     results = []
+    started = time.perf_counter()
 
     def keep(result: dict) -> dict:
-        result.update(machine=machine, params=params)
+        # Seconds since the previous benchmark ended: the defaults' 10-minute budget.
+        nonlocal started
+        now = time.perf_counter()
+        result.update(machine=machine, params=params, wall_s=round(now - started, 1))
+        started = now
         save_result(result, out_dir)
         print(f"[transferlab] bench: {result['benchmark']} done", flush=True)
         results.append(result)

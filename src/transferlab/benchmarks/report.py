@@ -235,6 +235,13 @@ def gpu_table(result: dict, source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def wall_times(results: list[dict]) -> str:
+    """How long the run took, in all and per benchmark (the defaults must fit 10 minutes)."""
+    total = sum(r["wall_s"] for r in results)
+    parts = ", ".join(f"{r['benchmark']} {r['wall_s']:.0f} s" for r in results)
+    return f"The benchmarks took {total / 60:.1f} min of wall time ({parts}).\n"
+
+
 def write_summary(results: list[dict], machine: dict, path: Path) -> Path:
     """Write the markdown summary of ``results`` (benchmark dicts) to ``path``."""
     by_name = {r["benchmark"]: r for r in results}
@@ -243,6 +250,7 @@ def write_summary(results: list[dict], machine: dict, path: Path) -> Path:
         f"Measured by `make bench` on {machine['date']}; raw results (every run) in "
         "`outputs/bench/<benchmark>.json` and `.csv`. Figures are CPU figures from this "
         "one machine, median [min-max].\n",
+        wall_times(results),
         machine_section(machine),
         METHOD,
         *[section(by_name[name], machine) for name in ORDER if name in by_name],
