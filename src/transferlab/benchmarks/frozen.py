@@ -75,14 +75,14 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
     )
     runs = iter(range(10**6))
 
-    def timed(epochs: list[int], cached: bool) -> tuple[dict, list[dict]]:
+    def timed(epochs: list[int], cached: bool) -> list[dict]:
         run_cfg = frozen_config(cfg, images, work_dir / f"run{next(runs)}", max(epochs), cached)
         clock = EpochClock()
         start = time.perf_counter()
         result = train_phase(run_cfg, "phase1", callbacks=[clock])
         seconds = phase_seconds(start, clock, time.perf_counter(), epochs)
         rows = read_metrics(result.run_dir / "metrics.csv")
-        return seconds, [
+        return [
             {
                 "epochs": e,
                 "cached": cached,
@@ -101,7 +101,7 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
         results = []
         for _ in range(bench.repeats):
             for cached in (True, False):
-                results += timed(bench.frozen_epochs, cached)[1]
+                results += timed(bench.frozen_epochs, cached)
     finally:
         keras.config.enable_interactive_logging()
     figures = []

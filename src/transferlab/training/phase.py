@@ -23,7 +23,7 @@ import tensorflow as tf
 
 import transferlab
 from transferlab.config import Config
-from transferlab.data import ImageDataset, load_dataset
+from transferlab.data import load_dataset
 from transferlab.models import (
     backbone_of,
     build_head_model,
@@ -35,7 +35,7 @@ from transferlab.models import (
     unfreeze_from,
 )
 from transferlab.pipeline import input_size_for, labels_of, make_tf_dataset
-from transferlab.runs import atomic_path, new_run_dir, write_json
+from transferlab.runs import new_run_dir, write_json, write_with
 from transferlab.splits import Splits, prepare_splits, write_skipped
 from transferlab.training.checkpoints import (
     EpochCheckpoint,
@@ -78,7 +78,6 @@ class RunResult:
 
 @dataclass
 class Data:
-    dataset: ImageDataset
     splits: Splits
     input_size: int
     train: tf.data.Dataset
@@ -137,8 +136,8 @@ def train_phase(
     with strategy.scope():
         size = input_size_for(cfg, dataset)
         stats = metadata_stats(cfg, dataset, splits)
-        full = starting_model(cfg, phase, paths, state, num_classes, size, stats)
-        data = make_data(cfg, dataset, splits, full if cached else None, num_classes)
+        full = starting_model(cfg, phase, state, num_classes, size, stats)
+        data = make_data(cfg, dataset, splits, size, full if cached else None, num_classes)
         if strategy.num_replicas_in_sync > 1:
             share_batches_evenly(data, cfg.train.batch_size, strategy.num_replicas_in_sync)
         trainer = training_model(cfg, phase_cfg, paths, state, full, cached, data)
@@ -183,11 +182,10 @@ def train_phase(
         write_json(paths.state, state)
     if state["best_epoch"] == 0 and stop_reason == "completed" and is_chief():
         # No epoch ran (epochs=0): the starting model is the best there is.
-        with atomic_path(paths.best) as tmp:
-            full.save(tmp)
-    state["wall_time_s"] = state.get("wall_time_s", 0.0) + time.perf_counter() - started
+        write_with(paths.best, full.save)
+    wall_time_s = time.perf_counter() - started
     summary = write_summary(
-        cfg, phase, state, rows, run_dir, full, paths, dataset, data, policy, strategy
+        cfg, phase, state, rows, run_dir, full, paths, dataset, data, policy, strategy, wall_time_s
     )
     if stop_reason == "nan_loss":
         epoch, batch = checkpoint.nan_batch
@@ -221,11 +219,10 @@ def fresh_state(cfg: Config, phase: str, run_dir: Path) -> dict:
         "run_dir": str(run_dir),
         "monitor": cfg.train.monitor,
         "config": config_fingerprint(cfg),
-        "wall_time_s": 0.0,
     }
 
 
-def starting_model(cfg, phase, paths, state, num_classes, input_size, stats=None) -> keras.Model:
+def starting_model(cfg, phase, state, num_classes, input_size, stats=None) -> keras.Model:
     """The full model this phase starts from (or, when resuming, continues)."""
     if state["epoch"] and not state["feature_cached"]:
         return None  # the resumable checkpoint is the full model itself
@@ -256,9 +253,8 @@ def check_same_features(state: dict, checksum: float, paths: PhasePaths) -> None
 
 def write_full_best(paths: PhasePaths, full: keras.Model) -> None:
     """The best head, put back onto the full model, saved as the phase's best model."""
-    copy_head_weights(keras.models.load_model(paths.best_head, safe_mode=True), full)
-    with atomic_path(paths.best) as tmp:
-        full.save(tmp)
+    copy_head_weights(load_model(paths.best_head), full)
+    write_with(paths.best, full.save)
 
 
 def training_model(cfg, phase_cfg, paths, state, full, cached, data) -> keras.Model:
@@ -281,9 +277,8 @@ def training_model(cfg, phase_cfg, paths, state, full, cached, data) -> keras.Mo
     )
 
 
-def make_data(cfg, dataset, splits, feature_model, num_classes) -> Data:
+def make_data(cfg, dataset, splits, size, feature_model, num_classes) -> Data:
     """Training and validation data: images, or pooled features when ``feature_model``."""
-    size = input_size_for(cfg, dataset)
     batch = cfg.train.batch_size
     steps = math.ceil(len(splits.train) / batch)
 
@@ -297,9 +292,7 @@ def make_data(cfg, dataset, splits, feature_model, num_classes) -> Data:
         train, val, checksum = feature_datasets(
             extractor, dataset, splits, size, batch, num_classes, cfg.seed, cfg
         )
-        return Data(
-            dataset, splits, size, train, val, steps, time.perf_counter() - started, checksum
-        )
+        return Data(splits, size, train, val, steps, time.perf_counter() - started, checksum)
     train = make_tf_dataset(
         dataset, splits.train, batch, size, training=True, seed=cfg.seed, side_names=names
     )
@@ -308,7 +301,7 @@ def make_data(cfg, dataset, splits, feature_model, num_classes) -> Data:
     if mixers:
         train = train.map(mixers, num_parallel_calls=tf.data.AUTOTUNE)
     val = make_tf_dataset(dataset, splits.val, batch, size, side_names=names).map(one_hot)
-    return Data(dataset, splits, size, train, val, steps)
+    return Data(splits, size, train, val, steps)
 
 
 def share_batches_evenly(data: Data, batch: int, replicas: int) -> None:
@@ -379,7 +372,7 @@ def count_params(weights) -> int:
 
 
 def write_summary(
-    cfg, phase, state, rows, run_dir, full, paths, dataset, data, policy, strategy
+    cfg, phase, state, rows, run_dir, full, paths, dataset, data, policy, strategy, wall_time_s
 ) -> dict:
     """summary.json and figures/training_curves.png of this phase's run."""
     best_row = next((r for r in rows if r["epoch"] == state["best_epoch"]), {})
@@ -396,7 +389,7 @@ def write_summary(
         "monitor": cfg.train.monitor,
         "epochs_run": state["epoch"],
         "stop_reason": state["stop_reason"],
-        "wall_time_s": round(state["wall_time_s"], 2),
+        "wall_time_s": round(wall_time_s, 2),
         "device": describe_device(),
         "replicas": strategy.num_replicas_in_sync,
         "precision": policy,
