@@ -54,13 +54,12 @@ def plot_curves(path: Path, rows: list[dict], title: str) -> Path | None:
     """Loss, accuracy, macro-F1 and learning rate per epoch, train and validation."""
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure, not pyplot: saving it leaves the calling notebook's backend alone.
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    fig = Figure(figsize=(10, 7))
+    axes = fig.subplots(2, 2, sharex=True)
     for ax, name in zip(axes.flat[:3], ("loss", "accuracy", "macro_f1"), strict=True):
         ax.plot(epochs, [r[name] for r in rows], marker="o", label="train")
         ax.plot(epochs, [r[f"val_{name}"] for r in rows], marker="o", label="validation")
@@ -76,5 +75,4 @@ def plot_curves(path: Path, rows: list[dict], title: str) -> Path | None:
     fig.suptitle(title)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
     return path
