@@ -6,12 +6,10 @@ import argparse
 import importlib
 import sys
 
-from transferlab.config import ConfigError, load_config
-from transferlab.data import DataError
-from transferlab.notebooks import NOTEBOOKS, NotebookFailed, run_notebook
+from transferlab.config import load_config
+from transferlab.notebooks import NOTEBOOKS, run_notebook
 
 # Stage name -> "module:function"; each function takes the resolved Config.
-# None marks a stage whose issue has not landed yet.
 STAGES = {
     "prepare-data": "transferlab.workflow:prepare_data",
     "train-phase1": "transferlab.workflow:train_phase1",
@@ -25,8 +23,6 @@ DEMO_STAGES = ["prepare-data", "train-phase1", "train-phase2", "evaluate", "grad
 
 
 def run_stage(stage: str, cfg) -> object:
-    if STAGES[stage] is None:
-        raise NotImplementedError(f"`{stage}` is not yet available in this version of transferlab")
     module_name, function_name = STAGES[stage].split(":")
     return getattr(importlib.import_module(module_name), function_name)(cfg)
 
@@ -57,14 +53,12 @@ def main(argv: list[str] | None = None) -> int:
             from transferlab.reports.checkpoint import day_checkpoint_path
 
             print(f"[transferlab] demo finished; report: {day_checkpoint_path(cfg)}", flush=True)
-    except NotImplementedError as err:
-        print(f"transferlab: {err}", file=sys.stderr)
-        return 2
-    except (ConfigError, DataError, FileNotFoundError, NotebookFailed) as err:
+    except FileNotFoundError as err:
         print(f"transferlab: error: {err}", file=sys.stderr)
         return 1
     except Exception as err:
-        # transferlab's own errors (TrainingError, ...) carry a message meant for the user.
+        # transferlab's own errors (ConfigError, DataError, TrainingError, NotebookFailed,
+        # ...) carry a message meant for the user.
         if not type(err).__module__.startswith("transferlab."):
             raise
         print(f"transferlab: error: {err}", file=sys.stderr)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.config import Config, load_config
-from transferlab.runs import find_runs
+from transferlab.runs import find_runs, new_run_dir
 
 KERNEL_NAME = "transferlab"
 
@@ -103,7 +103,7 @@ def run_notebook(
         error = f"{notebook} failed: {err.ename}: {err.evalue}"
     run_dir = run_dir_touched_since(cfg, stage, started)
     if run_dir is None:
-        run_dir = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}_{cfg.experiment}_{stage}"
+        run_dir = new_run_dir(cfg.output_dir, cfg.experiment, stage)
     executed = run_dir / "notebooks" / notebook
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, executed)

@@ -79,8 +79,6 @@ AUGMENTATION_LAYERS: dict[str, Callable[..., layers.Layer]] = {
     "brightness": lambda **kw: layers.RandomBrightness(0.2, value_range=(0, 255), **kw),
     "randaugment": lambda **kw: layers.RandAugment(value_range=(0, 255), **kw),
 }
-# Mixing two samples' labels happens on whole batches in the input pipeline.
-BATCH_AUGMENTATIONS = ("mixup", "cutmix")
 
 
 def image_augmentations(names: list[str]) -> list[str]:
