@@ -354,18 +354,21 @@ def write_figures(
     figures.append(
         gallery(images, predictions.iloc[shown], folder / "prediction_grid.png", "Predictions")
     )
-    mistakes = predictions[~predictions["correct"]].sort_values(
-        "confidence", ascending=False, kind="stable"
-    )
     figures.append(
         gallery(
             images,
-            mistakes.head(GRID_IMAGES),
+            confident_mistakes(predictions, GRID_IMAGES),
             folder / "confident_mistakes.png",
             "Most confident mistakes",
         )
     )
     return figures
+
+
+def confident_mistakes(predictions: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The ``count`` wrong predictions made with the highest confidence (stable on ties)."""
+    wrong = predictions[~predictions["correct"]]
+    return wrong.sort_values("confidence", ascending=False, kind="stable").head(count)
 
 
 def gallery(images: np.ndarray, rows: pd.DataFrame, path: Path, title: str) -> Path:

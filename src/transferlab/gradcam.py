@@ -22,12 +22,12 @@ import pandas as pd
 from transferlab.config import Config
 from transferlab.data import load_dataset, resize_image
 from transferlab.evaluation import (
+    confident_mistakes,
     default_model_path,
     model_input_size,
     predict_batches,
     predictions_table,
     read_images,
-    resize_target,
     split_inputs,
 )
 from transferlab.inputs import assemble_inputs, side_names_of
@@ -253,6 +253,12 @@ def run_gradcam(
         layer_name or cfg.eval.gradcam_layer or default_layer_name(model, cfg.model.backbone)
     )
     make_gradcam_model(model, layer_name)  # fail early, naming the nearest layer, if it is wrong
+    if images is not None and side_names_of(model):
+        raise ValueError(
+            "Grad-CAM on your own images needs their metadata and boxes too, which this "
+            f"model takes ({', '.join(side_names_of(model))}); leave images out, or use "
+            "gradcam_overlays"
+        )
     split = split or cfg.eval.split
 
     from transferlab.pipeline import input_size_for
@@ -276,11 +282,6 @@ def run_gradcam(
         correct_grid(model, pixels, predictions, layer_name, count, run_dir / "figures", side),
         mistakes_grid(model, pixels, predictions, layer_name, count, run_dir / "figures", side),
     ]
-    if images is not None and side:
-        raise ValueError(
-            "Grad-CAM on your own images needs their metadata and boxes too, which this "
-            f"model takes ({', '.join(side)}); leave images out, or use gradcam_overlays"
-        )
     if images is not None:
         figures.append(
             named_grid(model, images, dataset.class_names, layer_name, size, run_dir / "figures")
@@ -326,10 +327,7 @@ def mistakes_grid(
     model, pixels, predictions: pd.DataFrame, layer_name, count, folder: Path, side=None
 ) -> Path:
     """The most confident mistakes, heatmap of the (wrongly) predicted class."""
-    wrong = predictions[~predictions["correct"]].sort_values(
-        "confidence", ascending=False, kind="stable"
-    )
-    rows = wrong.head(count)
+    rows = confident_mistakes(predictions, count)
     titles = [
         f"{short(r.true_class)}→{short(r.predicted_class)} {r.confidence:.2f}"
         for r in rows.itertuples()
@@ -368,7 +366,6 @@ def pair_grid(
 def named_grid(model, images, class_names, layer_name, size, folder: Path) -> Path:
     """Overlays on the user's own images, at their original size."""
     names, originals = read_images(images)
-    size = size or resize_target(model) or 224
     overlays, _ = gradcam_overlays(model, originals, size, layer_name)
     probabilities = predict_batches(model, np.stack([resize_image(im, size) for im in originals]))
     shown, titles = [], []

@@ -17,6 +17,7 @@ import yaml
 from transferlab.config import Config, ConfigError
 from transferlab.reports.markdown import bullets, copy_figure, link, num, seconds, table
 from transferlab.reports.rules import (
+    SEVERITY_ORDER,
     Finding,
     check_class_balance,
     check_evaluation,
@@ -366,8 +367,7 @@ def observations(cfg: Config, runs, phases) -> list[Finding]:
         findings += check_leakage(read_json(splits / "audit.json"))
     if "evaluate" in runs:
         findings += check_evaluation(runs["evaluate"].metrics)
-    order = {"critical": 0, "warning": 1, "info": 2}
-    return sorted(findings, key=lambda f: order[f.severity])
+    return sorted(findings, key=lambda f: SEVERITY_ORDER[f.severity])
 
 
 def target_finding(cfg: Config, runs, phases, test_phase) -> Finding | None:
