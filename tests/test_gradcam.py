@@ -78,6 +78,7 @@ def test_run_gradcam_writes_run_dir(cfg, tmp_path):
     result = run_gradcam(cfg, images=[named], layer_name="conv_last")
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert result.run_dir.name.endswith("_demo_gradcam")
+    assert json.loads((result.run_dir / "config.json").read_text()) == cfg.to_dict()
     assert summary["layer_name"] == "conv_last" and summary["model_path"] == str(path)
     assert sorted(summary["figures"]) == [
         "figures/gradcam_correct.png",

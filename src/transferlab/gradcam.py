@@ -277,6 +277,8 @@ def run_gradcam(
     )
 
     run_dir = new_run_dir(cfg.output_dir, cfg.experiment, "gradcam")
+    # The day checkpoint reads each run's mode (image, fusion, roi) from its config.
+    cfg.save(run_dir / "config.json")
     count = cfg.eval.gradcam_images
     figures = [
         correct_grid(model, pixels, predictions, layer_name, count, run_dir / "figures", side),
