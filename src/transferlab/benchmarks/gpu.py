@@ -17,8 +17,9 @@ from pathlib import Path
 
 import keras
 
-from transferlab.benchmarks.hardware import matmul_peak, model_speed
+from transferlab.benchmarks.hardware import against_peak, matmul_peak, model_speed
 from transferlab.config import load_config
+from transferlab.runs import write_json
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
@@ -38,22 +39,15 @@ def accelerator_speed(
     for name in policies:
         dtype = "bfloat16" if name == "bfloat16" else "float32"
         peaks[name] = matmul_peak(list(matmul_sizes), repeats, dtype=dtype)
-        write(out_dir / "peaks.json", peaks)
+        write_json(out_dir / "peaks.json", peaks)
     rows = []
     for name in policies:
         keras.mixed_precision.set_dtype_policy(POLICIES[name])
         for batch_size in batch_sizes:
             speed = model_speed(cfg, size, batch_size, repeats)
-            flops = {
-                "forward": speed["forward_flops_per_image"],
-                "train_step": speed["train_flops_per_image"],
-            }
             for row in speed["figures"]:
-                row["precision"] = name
-                row["achieved_flops"] = row["median"] * flops[row["figure"]]
-                row["fraction_of_peak"] = row["achieved_flops"] / peaks[name]["peak_flops"]
-                rows.append(row)
-            write(out_dir / "speed.json", rows)
+                rows.append(against_peak({**row, "precision": name}, peaks[name]["peak_flops"]))
+            write_json(out_dir / "speed.json", rows)
             print(json.dumps(speed["figures"]), flush=True)
     keras.mixed_precision.set_dtype_policy("float32")
     return {"peaks": peaks, "figures": rows, "machine": machine()}
@@ -72,11 +66,6 @@ def machine() -> dict:
     return info
 
 
-def write(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=float))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
@@ -86,7 +75,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     result = accelerator_speed(args.batch_sizes, args.precisions, args.size, args.repeats, args.out)
-    write(args.out / "gpu_benchmark.json", result)
+    write_json(args.out / "gpu_benchmark.json", result)
 
 
 if __name__ == "__main__":

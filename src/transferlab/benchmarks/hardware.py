@@ -77,15 +77,19 @@ def model_speed(cfg: Config, size: int, batch_size: int, repeats: int) -> dict:
     train = rates(batch_size, time_runs(lambda: model.train_on_batch(x, y), repeats))
     labels = {"size": size, "batch_size": batch_size}
     return {
-        "size": size,
-        "forward_flops_per_image": flops,
-        # Backward costs two forwards (input and weight gradients): 3x forward per image.
-        "train_flops_per_image": 3 * flops,
         "figures": [
-            figure("forward", "images/s", forward, **labels),
-            figure("train_step", "images/s", train, **labels),
+            figure("forward", "images/s", forward, **labels, flops_per_image=flops),
+            # Backward costs two forwards (input and weight gradients): 3x forward per image.
+            figure("train_step", "images/s", train, **labels, flops_per_image=3 * flops),
         ],
     }
+
+
+def against_peak(row: dict, peak_flops: float) -> dict:
+    """Add a model-speed row's achieved FLOP/s and its fraction of the measured peak."""
+    row["achieved_flops"] = row["median"] * row["flops_per_image"]
+    row["fraction_of_peak"] = row["achieved_flops"] / peak_flops
+    return row
 
 
 def hardware_limit(cfg: Config, sizes: list[int] | None = None) -> dict:
@@ -97,15 +101,7 @@ def hardware_limit(cfg: Config, sizes: list[int] | None = None) -> dict:
     figures = list(peak["figures"])
     for size in sizes:
         speed = model_speed(cfg, size, bench.batch_size, bench.repeats)
-        for row, flops in zip(
-            speed["figures"],
-            (speed["forward_flops_per_image"], speed["train_flops_per_image"]),
-            strict=True,
-        ):
-            row["flops_per_image"] = flops
-            row["achieved_flops"] = row["median"] * flops
-            row["fraction_of_peak"] = row["achieved_flops"] / peak["peak_flops"]
-            figures.append(row)
+        figures += [against_peak(row, peak["peak_flops"]) for row in speed["figures"]]
     forward = [r for r in figures if r["figure"] == "forward"]
     return {
         "benchmark": "hardware_limit",
