@@ -313,9 +313,12 @@ class Config:
         return write_json(path, self.to_dict())
 
 
-def did_you_mean(word: str, *candidate_lists: list[str] | tuple[str, ...]) -> str:
+def did_you_mean(
+    word: str, *candidate_lists: list[str] | tuple[str, ...], cutoff: float = 0.5
+) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate (first list first), or ``""``."""
     for candidates in candidate_lists:
-        close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+        close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
         if close:
             return f"; did you mean {close[0]!r}?"
     return ""

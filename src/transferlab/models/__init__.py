@@ -11,7 +11,6 @@ Layer names are an interface: Grad-CAM and evaluation look up "backbone",
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import keras
 from keras import layers
 
 from transferlab.config import Config
+from transferlab.config.schema import did_you_mean
 from transferlab.models.backbones import (
     BACKBONES,
     Backbone,
@@ -180,16 +180,14 @@ def build_model(
     backbone.trainable = False
     # training=False keeps pretrained BatchNorm in inference mode even when unfrozen.
     x = backbone(x, training=False) if spec.inference_mode else backbone(x)
-    if not side:
-        outputs = apply_head(x, cfg, num_classes)
-        return keras.Model(inputs, outputs, name=f"{cfg.model.backbone}_classifier")
     pool = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
     x = pool[cfg.model.pooling](name="head_pool")(x)
-    if cfg.model.inputs == "fusion":
+    if side and cfg.model.inputs == "fusion":
         x = layers.Concatenate(name="fusion_concat")([x, encode_side(cfg, side, metadata_stats)])
     for layer in head_layers(cfg, num_classes):
         x = layer(x)
-    return keras.Model({"image": inputs, **side}, x, name=f"{cfg.model.backbone}_classifier")
+    model_inputs = {"image": inputs, **side} if side else inputs
+    return keras.Model(model_inputs, x, name=f"{cfg.model.backbone}_classifier")
 
 
 def head_layers(cfg: Config, num_classes: int) -> list[layers.Layer]:
@@ -206,14 +204,6 @@ def head_layers(cfg: Config, num_classes: int) -> list[layers.Layer]:
         layers.Dense(num_classes, name="logits"),
         layers.Activation("softmax", dtype="float32", name="predictions"),
     ]
-
-
-def apply_head(features, cfg: Config, num_classes: int):
-    pool = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
-    x = pool[cfg.model.pooling](name="head_pool")(features)
-    for layer in head_layers(cfg, num_classes):
-        x = layer(x)
-    return x
 
 
 def build_head_model(
@@ -279,8 +269,7 @@ def stage_start(backbone: keras.Model, spec: Backbone, stage: str, backbone_name
     if stage == "all":
         return 0
     if stage not in spec.stages:
-        close = difflib.get_close_matches(stage, [*spec.stages, "all"], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(stage, [*spec.stages, "all"], cutoff=0.6)
         raise ModelError(
             f"unfreeze_from={stage!r} is not a stage of {backbone_name}{hint}; "
             f"use one of: {', '.join([*spec.stages, 'all'])}"

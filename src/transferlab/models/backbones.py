@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ import keras
 from keras import layers
 
 from transferlab.config import ConfigError
+from transferlab.config.schema import did_you_mean
 from transferlab.models.custom_layers import StochasticDepth
 
 
@@ -185,8 +185,7 @@ def get_backbone(name: str) -> Backbone:
     """The table entry for ``name``; an unknown name is an error naming the nearest one."""
     if name in BACKBONES:
         return BACKBONES[name]
-    close = difflib.get_close_matches(name.lower(), list(BACKBONES), n=1, cutoff=0.4)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(name.lower(), BACKBONES, cutoff=0.4)
     raise ModelError(
         f"model.backbone={name!r} is not known{hint}; available: {', '.join(BACKBONES)}"
     )
