@@ -18,15 +18,25 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 
-@pytest.fixture
-def cfg(tmp_path: Path) -> Config:
-    """configs/demo.yaml with every output under tmp_path and everything small."""
+def demo_config(root: Path, overrides: dict | None = None) -> Config:
+    """configs/demo.yaml with its outputs, models and checkpoints under ``root``."""
     return load_config(
         ROOT / "configs" / "demo.yaml",
         {
-            "output_dir": str(tmp_path / "outputs"),
-            "models_dir": str(tmp_path / "models"),
-            "checkpoints_dir": str(tmp_path / "checkpoints"),
+            "output_dir": str(root / "outputs"),
+            "models_dir": str(root / "models"),
+            "checkpoints_dir": str(root / "checkpoints"),
+            **(overrides or {}),
+        },
+    )
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    """configs/demo.yaml with every output under tmp_path and everything small."""
+    return demo_config(
+        tmp_path,
+        {
             "model.image_size": 32,
             "phase1.epochs": 1,
             "phase2.epochs": 1,

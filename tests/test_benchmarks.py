@@ -10,19 +10,17 @@ import pandas as pd
 import pytest
 
 from transferlab.benchmarks import count_flops, run_benchmarks
-from transferlab.config import load_config
 
-from .conftest import ROOT
+from .conftest import demo_config
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """``make bench``'s stage once, shrunk: small_resnet at 16 px, N=8, one epoch."""
     tmp = tmp_path_factory.mktemp("bench")
-    cfg = load_config(
-        ROOT / "configs" / "demo.yaml",
+    cfg = demo_config(
+        tmp,
         {
-            "output_dir": str(tmp / "outputs"),
             "model.backbone": "small_resnet",
             "model.image_size": 16,
             "train.batch_size": 4,

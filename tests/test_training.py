@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from tests.conftest import ctrl_c_at_epoch
+from tests.conftest import ROOT, ctrl_c_at_epoch, demo_config
 from transferlab.config import load_config
 from transferlab.data import load_dataset
 from transferlab.models import load_model
@@ -27,7 +27,6 @@ from transferlab.training import TrainingError, train_phase
 from transferlab.training.optim import OneCycle, make_schedule
 from transferlab.training.records import METRIC_COLUMNS
 
-ROOT = Path(__file__).resolve().parents[1]
 # Ten digits per class: 70 train, 15 val, 15 test images, 8x8 pixels resized to 32.
 TINY = {
     "data.subset_per_class": 10,
@@ -38,14 +37,7 @@ TINY = {
 
 
 def tiny_config(root: Path, **overrides):
-    settings = {
-        "output_dir": str(root / "outputs"),
-        "models_dir": str(root / "models"),
-        "checkpoints_dir": str(root / "checkpoints"),
-        **TINY,
-        **{k.replace("__", "."): v for k, v in overrides.items()},
-    }
-    return load_config(ROOT / "configs" / "demo.yaml", settings)
+    return demo_config(root, {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}})
 
 
 def val_images(cfg):
