@@ -7,17 +7,25 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from transferlab.data import DataError
+from transferlab.data import DataError, ImageDataset
 from transferlab.evaluation import (
     compute_metrics,
     evaluate,
     predict,
     predictions_table,
-    write_figures,
 )
+from transferlab.evaluation.evaluate import write_figures
 from transferlab.runs import read_json
 
 from .tiny_model import build_tiny_model
+
+
+def in_memory(images: np.ndarray, class_names: list[str]) -> ImageDataset:
+    """A dataset holding ``images`` in memory, with sample ids s0, s1, ..."""
+    table = pd.DataFrame(
+        {"sample_id": [f"s{i}" for i in range(len(images))], "path": "", "label": 0}
+    )
+    return ImageDataset("figures", class_names, table, images)
 
 
 def fixed_predictions(num_classes: int, count: int = 60, seed: int = 0):
@@ -75,7 +83,7 @@ def test_figures_written_and_non_empty(tmp_path, num_classes):
     names = [f"class {i}" for i in range(num_classes)]
     images = np.random.default_rng(0).integers(0, 255, (40, 12, 12, 3), dtype=np.uint8)
     table = predictions_table([f"s{i}" for i in range(40)], y_true, probabilities, names)
-    figures = write_figures(tmp_path, images, table, probabilities, names)
+    figures = write_figures(tmp_path, in_memory(images, names), 12, table, probabilities)
     assert {p.name for p in figures} == {
         "confusion_matrix.png",
         "confusion_matrix_normalized.png",
@@ -93,8 +101,8 @@ def test_figures_with_100_classes_and_no_mistakes(tmp_path):
     probabilities = np.full((200, 100), 0.001)
     probabilities[np.arange(200), y_true] = 0.901
     images = np.zeros((200, 8, 8, 3), dtype=np.uint8)
-    table = predictions_table(range(200), y_true, probabilities, names)
-    for path in write_figures(tmp_path, images, table, probabilities, names):
+    table = predictions_table([f"s{i}" for i in range(200)], y_true, probabilities, names)
+    for path in write_figures(tmp_path, in_memory(images, names), 8, table, probabilities):
         assert path.stat().st_size > 5000
 
 

@@ -50,7 +50,7 @@ def test_roi_and_fusion_runs_go_through_every_stage(cfg, tmp_path):
     import pytest
 
     from transferlab.evaluation import evaluate, predict
-    from transferlab.gradcam import run_gradcam
+    from transferlab.evaluation.gradcam import run_gradcam
 
     csv = box_task(tmp_path / "box", count=40)
     cfg.phase2.epochs, cfg.eval.split, cfg.eval.gradcam_images = 1, "val", 2

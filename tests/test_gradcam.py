@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from transferlab.gradcam import (
+from transferlab.evaluation.gradcam import (
     heatmap_peak,
     make_gradcam_heatmap,
     overlay_heatmap,
@@ -97,7 +97,7 @@ def test_run_gradcam_missing_model(cfg):
 def test_resnet50_from_build_model(cfg):
     """The real model: ResNet50 (random init) at 32 px behind a resize layer, saved and reloaded."""
     from transferlab.evaluation import evaluate
-    from transferlab.gradcam import default_layer_name
+    from transferlab.evaluation.gradcam import default_layer_name
 
     build_model = pytest.importorskip("transferlab.models").build_model
 

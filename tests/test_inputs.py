@@ -9,7 +9,7 @@ from tests.conftest import write_image
 from tests.side_data import box_task, metadata_task
 from transferlab.config import ConfigError, load_config
 from transferlab.data import DataError, load_dataset
-from transferlab.inputs import parse_boxes
+from transferlab.data.side import parse_boxes
 
 
 def csv_cfg(cfg, path, **overrides):

@@ -14,7 +14,6 @@ from transferlab.models import (
     build_model,
     freeze_backbone,
     get_backbone,
-    gradcam_layer,
     small_resnet,
     unfreeze_from,
 )
@@ -197,12 +196,6 @@ def test_failed_imagenet_download_says_how_to_pass_a_local_file(cfg, monkeypatch
     cfg.model.backbone = "small_resnet"
     with pytest.raises(ModelError, match="has no ImageNet weights"):
         build_model(cfg, num_classes=3, input_size=8)
-
-
-def test_gradcam_layer_comes_from_the_table_unless_configured(cfg):
-    assert gradcam_layer(cfg) == "conv5_block3_out"
-    cfg.eval.gradcam_layer = "conv4_block6_out"
-    assert gradcam_layer(cfg) == "conv4_block6_out"
 
 
 def easy_images(per_class: int = 12, size: int = 16):

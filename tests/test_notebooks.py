@@ -7,9 +7,12 @@ import nbformat
 import pandas as pd
 import pytest
 
-from transferlab.notebooks import NOTEBOOKS, NotebookFailed, run_notebook
+from transferlab.notebooks import NotebookFailed, run_notebook
+from transferlab.stages import STAGES
 
 from .conftest import ROOT
+
+NOTEBOOK_STAGES = [name for name, stage in STAGES.items() if stage.notebook]
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
 
@@ -28,13 +31,13 @@ def executed(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
     paths = {
         target: run_notebook(target, DEMO, tiny_overrides(root), ROOT / "notebooks")
-        for target in NOTEBOOKS
+        for target in NOTEBOOK_STAGES
     }
     return root, paths
 
 
 def test_notebooks_are_stored_clean_with_a_parameters_cell():
-    for name, _ in NOTEBOOKS.values():
+    for name in [STAGES[target].notebook for target in NOTEBOOK_STAGES]:
         nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), name
@@ -51,7 +54,7 @@ def test_each_executed_notebook_lands_in_its_run_dir(executed):
         assert path.is_file(), target
         assert path.parent.name == "notebooks"
         assert path.parents[2] == root / "outputs" / "runs"
-        assert path.parents[1].name.endswith(f"_demo_{NOTEBOOKS[target][1]}")
+        assert path.parents[1].name.endswith(f"_demo_{STAGES[target].run_kind}")
         nb = nbformat.read(path, as_version=4)
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert "phase1.epochs=2" in injected[0].source

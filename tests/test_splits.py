@@ -6,7 +6,7 @@ import pytest
 
 from transferlab.config import load_config
 from transferlab.data import DataError, ImageDataset, load_dataset
-from transferlab.splits import prepare_splits
+from transferlab.data.splits import prepare_splits
 
 
 def synthetic_dataset(labels, groups=None, images=None):

@@ -20,12 +20,12 @@ from sklearn.metrics import f1_score
 from tests.conftest import ROOT, ctrl_c_at_epoch, demo_config
 from transferlab.config import load_config
 from transferlab.data import load_dataset
+from transferlab.data.pipeline import input_size_for, labels_of
+from transferlab.data.splits import prepare_splits
 from transferlab.models import load_model
-from transferlab.pipeline import labels_of
-from transferlab.splits import prepare_splits
+from transferlab.runs import METRIC_COLUMNS
 from transferlab.training import TrainingError, train_phase
 from transferlab.training.optim import OneCycle, make_schedule
-from transferlab.training.records import METRIC_COLUMNS
 
 # Ten digits per class: 70 train, 15 val, 15 test images, 8x8 pixels resized to 32.
 TINY = {
@@ -43,7 +43,8 @@ def tiny_config(root: Path, **overrides):
 def val_images(cfg):
     dataset = load_dataset(cfg)
     split = prepare_splits(cfg, dataset).val
-    return dataset.load_images(split["sample_id"]), labels_of(dataset, split)
+    size = input_size_for(cfg, dataset)
+    return dataset.load_images(split["sample_id"], size), labels_of(dataset, split)
 
 
 def weights_by_path(model) -> dict[str, np.ndarray]:

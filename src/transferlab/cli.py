@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from transferlab.config import load_config
-from transferlab.notebooks import NOTEBOOKS, run_notebook
-
-# Stage name -> "module:function"; each function takes the resolved Config.
-STAGES = {
-    "prepare-data": "transferlab.workflow:prepare_data",
-    "train-phase1": "transferlab.workflow:train_phase1",
-    "train-phase2": "transferlab.workflow:train_phase2",
-    "evaluate": "transferlab.workflow:evaluate",
-    "gradcam": "transferlab.workflow:gradcam",
-    "report": "transferlab.workflow:report",
-    "bench": "transferlab.benchmarks:run_benchmarks",
-}
-DEMO_STAGES = ["prepare-data", "train-phase1", "train-phase2", "evaluate", "gradcam", "report"]
-
-
-def run_stage(stage: str, cfg) -> object:
-    module_name, function_name = STAGES[stage].split(":")
-    return getattr(importlib.import_module(module_name), function_name)(cfg)
+from transferlab.notebooks import run_notebook
+from transferlab.stages import DEMO_STAGES, STAGES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         stages = DEMO_STAGES if args.stage == "demo" else [args.stage]
         for stage in stages:
             print(f"[transferlab] {stage}", flush=True)
-            if args.notebook and stage in NOTEBOOKS:
+            if args.notebook and STAGES[stage].notebook:
                 result = run_notebook(stage, args.config, args.set)
             else:
-                result = run_stage(stage, cfg)
+                result = STAGES[stage].run(cfg)
             if result is not None:
                 print(f"[transferlab] {stage}: {result}", flush=True)
         if args.stage == "demo":

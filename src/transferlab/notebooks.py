@@ -14,18 +14,9 @@ from typing import Any
 
 from transferlab.config import Config, load_config
 from transferlab.runs import find_runs, new_run_dir
+from transferlab.stages import STAGES
 
 KERNEL_NAME = "transferlab"
-
-# make target -> (notebook, run-directory stage name)
-NOTEBOOKS = {
-    "prepare-data": ("01_explore_data.ipynb", "data"),
-    "train-phase1": ("02_train_phase1.ipynb", "phase1"),
-    "train-phase2": ("03_train_phase2.ipynb", "phase2"),
-    "evaluate": ("04_evaluate.ipynb", "evaluate"),
-    "gradcam": ("05_gradcam.ipynb", "gradcam"),
-    "report": ("06_day_checkpoint.ipynb", "report"),
-}
 
 
 class NotebookFailed(RuntimeError):
@@ -82,7 +73,7 @@ def run_notebook(
     import papermill
 
     cfg = load_config(config, overrides)  # fail here, before starting a kernel, on a bad config
-    notebook, stage = NOTEBOOKS[target]
+    notebook, stage = STAGES[target].notebook, STAGES[target].run_kind
     runs_root = Path(cfg.output_dir) / "runs"
     staging = runs_root / ".executing" / f"{time.strftime('%Y%m%d-%H%M%S')}_{notebook}"
     staging.parent.mkdir(parents=True, exist_ok=True)

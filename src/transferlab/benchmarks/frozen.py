@@ -65,8 +65,8 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
     Each repeat runs both arms back to back, so a change in machine load hits both; each
     arm runs max(E) epochs once and every E in ``bench.frozen_epochs`` is read from it.
     """
+    from transferlab.runs import read_metrics
     from transferlab.training import train_phase
-    from transferlab.training.records import read_metrics
 
     bench = cfg.bench
     # Two classes: the head's size barely matters, and a tiny N still splits stratified.

@@ -34,7 +34,7 @@ def write_synthetic_folder(
 def stream_folder(root: str, input_size: int, batch_size: int, repeats: int) -> dict:
     """Stream a folder through ``make_tf_dataset`` (training order) and time full passes."""
     from transferlab.data import load_dataset
-    from transferlab.pipeline import make_tf_dataset
+    from transferlab.data.pipeline import make_tf_dataset
 
     cfg = load_config(None, {"data.kind": "folder", "data.data_dir": root})
     dataset = load_dataset(cfg)

@@ -1,28 +1,22 @@
-"""Datasets: CIFAR-10, a folder of class sub-folders, a CSV of paths, scikit-learn digits.
+"""Data: sources, the one image reader, side inputs, splits and tf.data pipelines.
 
-Every loader returns an ``ImageDataset``: a table with one row per sample
+Every source returns an ``ImageDataset``: a table with one row per sample
 (sample_id, path, label, group, fixed_split), the class names, and, for small
-datasets, the uint8 pixels in memory. File datasets keep only paths, so memory
-stays flat as a folder grows; the input pipeline decodes them on the fly.
+datasets (CIFAR-10, digits), the uint8 pixels in memory. File datasets keep only
+paths, so memory stays flat as a folder grows; pixels are read when needed, always
+through ``read_image``.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from transferlab.config import Config
 from transferlab.data.cifar10 import CIFAR10_CLASSES, load_cifar10
-from transferlab.data.core import (
-    IMAGE_SUFFIXES,
-    SPLIT_NAMES,
-    DataError,
-    ImageDataset,
-    read_image,
-    resize_image,
-    take_subset,
-)
+from transferlab.data.core import SPLIT_NAMES, DataError
+from transferlab.data.dataset import ImageDataset, take_subset
+from transferlab.data.digits import load_digits
 from transferlab.data.files import load_csv, load_folder
+from transferlab.data.images import IMAGE_SUFFIXES, read_image, resize_pixels
+from transferlab.data.splits import Splits, prepare_splits
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -30,41 +24,33 @@ __all__ = [
     "SPLIT_NAMES",
     "DataError",
     "ImageDataset",
+    "Splits",
     "load_dataset",
+    "prepare_splits",
     "read_image",
-    "resize_image",
+    "resize_pixels",
 ]
+
+SOURCES = {
+    "cifar10": load_cifar10,
+    "folder": load_folder,
+    "csv": load_csv,
+    "digits": load_digits,
+}
 
 
 def load_dataset(cfg: Config) -> ImageDataset:
     """Load the dataset the config names (``data.kind``)."""
-    loaders = {
-        "cifar10": load_cifar10,
-        "folder": load_folder,
-        "csv": load_csv,
-        "digits": load_digits,
-    }
-    dataset = loaders[cfg.data.kind](cfg)
+    dataset = SOURCES[cfg.data.kind](cfg)
     dataset.name = cfg.dataset_name
     if cfg.data.subset_per_class:
         dataset = take_subset(dataset, cfg.data.subset_per_class, cfg.seed)
     return dataset
 
 
-def load_digits(cfg: Config) -> ImageDataset:
-    """scikit-learn's bundled 8x8 digits as 8x8 RGB uint8: the offline demo dataset."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    digits = sklearn_digits()
-    grey = np.round(digits.images / 16.0 * 255.0).astype(np.uint8)
-    images = np.repeat(grey[..., None], 3, axis=-1)
-    table = pd.DataFrame(
-        {
-            "sample_id": [f"digits:{i}" for i in range(len(images))],
-            "path": "",
-            "label": digits.target.astype(np.int64),
-            "group": "",
-            "fixed_split": "",
-        }
-    )
-    return ImageDataset("digits", [str(c) for c in digits.target_names], table, images)
+def prepare_data(cfg: Config) -> str:
+    """The prepare-data stage: load the dataset, make (or reuse) its splits and audit them."""
+    dataset = load_dataset(cfg)
+    splits = prepare_splits(cfg, dataset)
+    sizes = ", ".join(f"{name} {len(splits[name])}" for name in SPLIT_NAMES)
+    return f"{dataset.name}: {dataset.num_classes} classes; {sizes}; splits in {splits.directory}"

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from transferlab.config import Config
-from transferlab.data.core import DataError, ImageDataset
+from transferlab.data.core import DataError
+from transferlab.data.dataset import ImageDataset
 
 CIFAR10_CLASSES = [
     "airplane",

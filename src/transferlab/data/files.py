@@ -8,14 +8,11 @@ import numpy as np
 import pandas as pd
 
 from transferlab.config import Config
-from transferlab.data.core import (
-    SPLIT_NAMES,
-    DataError,
-    ImageDataset,
-    existing_dir,
-    file_problem,
-    report_skipped,
-)
+from transferlab.data.core import SPLIT_NAMES, DataError, existing_dir, report_skipped
+from transferlab.data.dataset import ImageDataset
+from transferlab.data.scan import scan_files
+from transferlab.data.side import read_side_inputs
+from transferlab.runs import splits_dir
 
 
 def load_folder(cfg: Config) -> ImageDataset:
@@ -26,12 +23,13 @@ def load_folder(cfg: Config) -> ImageDataset:
         raise DataError(
             f"{root} has no class sub-folders; arrange images as {root}/<class_name>/<image>.jpg"
         )
+    files = {d: sorted(p for p in d.rglob("*") if p.is_file()) for d in class_dirs}
+    problems = scan_files([p for found in files.values() for p in found], scan_cache(cfg))
     rows, skipped = [], []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file())
         usable = 0
-        for path in files:
-            reason = file_problem(path)
+        for path in files[class_dir]:
+            reason = problems[str(path)]
             if reason:
                 skipped.append({"path": str(path), "reason": reason})
                 continue
@@ -119,9 +117,10 @@ def table_to_dataset(frame: pd.DataFrame, cfg: Config, name: str) -> ImageDatase
             f"labels {unknown} appear only in val/test CSVs, not in train.csv; "
             f"known classes: {class_names}"
         )
+    problems = scan_files([Path(p) for p in frame["path"]], scan_cache(cfg))
     keep, skipped = [], []
     for path in frame["path"]:
-        reason = "file does not exist" if not Path(path).is_file() else file_problem(Path(path))
+        reason = problems[str(Path(path))]
         keep.append(reason is None)
         if reason:
             skipped.append({"path": path, "reason": reason})
@@ -135,8 +134,6 @@ def table_to_dataset(frame: pd.DataFrame, cfg: Config, name: str) -> ImageDatase
     table["label"] = table["label"].astype(np.int64)
     side = None
     if cfg.data.metadata_columns or cfg.data.boxes_column:
-        from transferlab.inputs import read_side_inputs
-
         side = read_side_inputs(frame, cfg, frame["line"])
     return ImageDataset(name, class_names, table, None, skipped, side)
 
@@ -145,3 +142,8 @@ def class_list(frame: pd.DataFrame) -> list[str]:
     """Classes from the training rows (all rows when no split is fixed), sorted."""
     train = frame[frame["fixed_split"].isin(["", "train"])]
     return sorted(set(train["label_name"]))
+
+
+def scan_cache(cfg: Config) -> Path:
+    """The folder scan's results, kept beside the splits."""
+    return splits_dir(cfg) / "scan.csv"

@@ -19,6 +19,7 @@ from keras import layers
 
 from transferlab.config import Config
 from transferlab.config.schema import did_you_mean
+from transferlab.data.side import side_input_names
 from transferlab.models.backbones import (
     BACKBONES,
     Backbone,
@@ -47,7 +48,6 @@ __all__ = [
     "copy_head_weights",
     "freeze_backbone",
     "get_backbone",
-    "gradcam_layer",
     "load_model",
     "side_input_names",
     "small_resnet",
@@ -95,17 +95,6 @@ def build_augmentation(names: list[str]) -> keras.Sequential | None:
     return keras.Sequential(
         [AUGMENTATION_LAYERS[n](dtype="float32") for n in chosen], name="augmentation"
     )
-
-
-def side_input_names(cfg: Config) -> list[str]:
-    """Inputs besides "image" that ``model.inputs`` reads: metadata, boxes, box_mask."""
-    mode, data = cfg.model.inputs, cfg.data
-    names = []
-    if mode == "fusion" and data.metadata_columns:
-        names.append("metadata")
-    if mode == "roi" or (mode == "fusion" and data.boxes_column):
-        names += ["boxes", "box_mask"]
-    return names
 
 
 def side_inputs(cfg: Config) -> dict[str, keras.KerasTensor]:
@@ -279,11 +268,6 @@ def stage_start(backbone: keras.Model, spec: Backbone, stage: str, backbone_name
         if layer.name.startswith(prefix):
             return index
     raise ModelError(f"{backbone_name} has no layer starting with {prefix!r} (stage {stage})")
-
-
-def gradcam_layer(cfg: Config) -> str:
-    """The backbone layer Grad-CAM reads: eval.gradcam_layer, else the table's default."""
-    return cfg.eval.gradcam_layer or get_backbone(cfg.model.backbone).gradcam_layer
 
 
 def load_model(path: str | Path) -> keras.Model:

@@ -11,36 +11,13 @@ import json
 import math
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 from keras import ops
 
 from transferlab.config import Config
-from transferlab.runs import atomic_path, best_model_path, read_json
-from transferlab.training.records import metrics_row, write_metrics
-
-
-@dataclass
-class PhasePaths:
-    """Where one phase of one experiment keeps its models and resumable state."""
-
-    best: Path
-    last: Path
-    state: Path
-    # Feature-cached phase 1 keeps its best head here; the full model is written at the end.
-    best_head: Path
-
-    @classmethod
-    def of(cls, cfg: Config, phase: str) -> PhasePaths:
-        folder = Path(cfg.checkpoints_dir) / cfg.model_name
-        return cls(
-            best=best_model_path(cfg, phase),
-            last=folder / f"{phase}_last.keras",
-            state=folder / f"{phase}_state.json",
-            best_head=folder / f"{phase}_best_head.keras",
-        )
+from transferlab.runs import PhasePaths, atomic_path, metrics_row, read_json, write_metrics
 
 
 def config_fingerprint(cfg: Config) -> dict:

@@ -12,13 +12,11 @@ import math
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from transferlab.config import Config
-from transferlab.data import ImageDataset
-from transferlab.models import side_input_names
-from transferlab.pipeline import labels_of, make_tf_dataset, side_arrays
-from transferlab.splits import Splits
+from transferlab.data import ImageDataset, Splits
+from transferlab.data.pipeline import feature_dataset, make_tf_dataset
+from transferlab.data.side import side_input_names
 
 
 def metadata_stats(cfg: Config, dataset: ImageDataset, splits: Splits) -> dict | None:
@@ -65,23 +63,3 @@ def feature_datasets(extractor, dataset, splits, size, batch, num_classes, seed,
         feature_dataset(features[cut:], dataset, splits.val, batch, num_classes, None, cfg),
         float(np.abs(features).sum(dtype=np.float64)),
     )
-
-
-def feature_dataset(features, dataset, split, batch, num_classes, seed, cfg) -> tf.data.Dataset:
-    """One split's features and labels, batched (and shuffled) like its images were.
-
-    A fusion head takes its metadata and boxes beside the features, as the full model does.
-    """
-    labels = tf.one_hot(labels_of(dataset, split), num_classes)
-    inputs = features
-    if cfg.model.inputs == "fusion":
-        names = side_input_names(cfg)
-        inputs = {
-            "features": features,
-            **side_arrays(dataset, dataset.rows(split["sample_id"]), names),
-        }
-    ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
-    if seed is not None:
-        # Same length, buffer and seed as make_tf_dataset: the same order as the images.
-        ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)

@@ -23,7 +23,9 @@ import tensorflow as tf
 
 import transferlab
 from transferlab.config import Config
-from transferlab.data import load_dataset
+from transferlab.data import Splits, load_dataset, prepare_splits
+from transferlab.data.pipeline import input_size_for, labels_of, make_tf_dataset
+from transferlab.data.splits import write_skipped
 from transferlab.models import (
     backbone_of,
     build_head_model,
@@ -34,19 +36,16 @@ from transferlab.models import (
     side_input_names,
     unfreeze_from,
 )
-from transferlab.pipeline import input_size_for, labels_of, make_tf_dataset
-from transferlab.runs import new_run_dir, write_json, write_with
-from transferlab.splits import Splits, prepare_splits, write_skipped
+from transferlab.runs import PhasePaths, new_run_dir, read_metrics, write_json, write_with
 from transferlab.training.checkpoints import (
     EpochCheckpoint,
-    PhasePaths,
     ResumablePlateau,
     config_fingerprint,
     resumable_state,
 )
+from transferlab.training.curves import plot_curves
 from transferlab.training.features import feature_datasets, metadata_stats, stats_of
 from transferlab.training.optim import class_weights, compile_model, make_optimizer
-from transferlab.training.records import plot_curves, read_metrics
 from transferlab.training.runtime import choose_strategy, describe_device, is_chief, set_precision
 
 

@@ -1,5 +1,7 @@
 """tf.data input pipelines: uint8 images in, batched and prefetched, shuffled for training only.
 
+Pixels come from the one image reader (``read_image``, ``resize_pixels``), run inside
+the pipeline, so training, validation and evaluation feed a model the same pixels.
 Images stay uint8 until the model: resizing to the backbone's size and its own
 preprocessing are layers inside the model, so a saved model takes raw pixels.
 """
@@ -11,7 +13,9 @@ import pandas as pd
 import tensorflow as tf
 
 from transferlab.config import Config
-from transferlab.data import ImageDataset
+from transferlab.data.dataset import ImageDataset
+from transferlab.data.images import read_image, resize_pixels
+from transferlab.data.side import side_input_names
 
 
 def input_size_for(cfg: Config, dataset: ImageDataset) -> int:
@@ -55,7 +59,7 @@ def make_tf_dataset(
             ({"image": images, **side} if side else images, labels)
         )
         if images.shape[1:3] != (input_size, input_size):
-            ds = ds.map(on_image(lambda x: resize_uint8(x, input_size)), tf.data.AUTOTUNE)
+            ds = ds.map(on_image(lambda x: resize_in_graph(x, input_size)), tf.data.AUTOTUNE)
     else:
         paths = dataset.table["path"].to_numpy()[rows].astype(str)
         ds = tf.data.Dataset.from_tensor_slices(
@@ -88,19 +92,40 @@ def side_arrays(dataset: ImageDataset, rows: np.ndarray, names) -> dict[str, np.
 
 
 def decode_file(path: tf.Tensor, size: int) -> tf.Tensor:
-    """Read and decode a jpg/png/bmp (any mode, 8 or 16 bit) to RGB uint8 at size x size."""
-    image = tf.io.decode_image(
-        tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False
+    """``read_image(path, size)`` as a tf.data step: uint8 (size, size, 3)."""
+    image = tf.numpy_function(
+        lambda p: read_image(p.decode(), size), [path], tf.uint8, stateful=False
     )
-    return resize_uint8(image, size)
+    image.set_shape((size, size, 3))
+    return image
 
 
-def resize_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
-    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+def resize_in_graph(pixels: tf.Tensor, size: int) -> tf.Tensor:
+    """``resize_pixels(pixels, size)`` as a tf.data step."""
+    image = tf.numpy_function(lambda x: resize_pixels(x, size), [pixels], tf.uint8, stateful=False)
     image.set_shape((size, size, 3))
     return image
 
 
 def labels_of(dataset: ImageDataset, split: pd.DataFrame) -> np.ndarray:
     return dataset.table["label"].to_numpy()[dataset.rows(split["sample_id"])]
+
+
+def feature_dataset(features, dataset, split, batch, num_classes, seed, cfg) -> tf.data.Dataset:
+    """One split's features and labels, batched (and shuffled) like its images were.
+
+    A fusion head takes its metadata and boxes beside the features, as the full model does.
+    """
+    labels = tf.one_hot(labels_of(dataset, split), num_classes)
+    inputs = features
+    if cfg.model.inputs == "fusion":
+        names = side_input_names(cfg)
+        inputs = {
+            "features": features,
+            **side_arrays(dataset, dataset.rows(split["sample_id"]), names),
+        }
+    ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
+    if seed is not None:
+        # Same length, buffer and seed as make_tf_dataset: the same order as the images.
+        ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)

@@ -1,53 +1,12 @@
-"""What a training run leaves in its run directory: metrics.csv, summary.json, curves."""
+"""Training curves: loss, accuracy, macro-F1 and learning rate per epoch."""
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from pathlib import Path
 
 import numpy as np
 
-from transferlab.runs import write_text, write_with
-
-METRIC_COLUMNS = [
-    "epoch",
-    "loss",
-    "accuracy",
-    "macro_f1",
-    "val_loss",
-    "val_accuracy",
-    "val_macro_f1",
-    "learning_rate",
-    "epoch_time",
-]
-
-
-def metrics_row(epoch: int, logs: dict, learning_rate: float, epoch_time: float) -> dict:
-    """One metrics.csv row; ``epoch`` counts from 1."""
-    row = {"epoch": epoch, "learning_rate": learning_rate, "epoch_time": round(epoch_time, 4)}
-    for column in METRIC_COLUMNS[1:7]:
-        row[column] = float(logs.get(column, math.nan))
-    return row
-
-
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [
-            {k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
+from transferlab.runs import write_with
 
 
 def plot_curves(path: Path, rows: list[dict], title: str) -> Path | None:

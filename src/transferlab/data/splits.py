@@ -16,8 +16,9 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from transferlab.config import Config
-from transferlab.data import SPLIT_NAMES, DataError, ImageDataset
-from transferlab.runs import read_json, write_json, write_text
+from transferlab.data.core import SPLIT_NAMES, DataError
+from transferlab.data.dataset import ImageDataset
+from transferlab.runs import read_json, splits_dir, write_json, write_text
 
 
 @dataclass
@@ -33,10 +34,6 @@ class Splits:
         if name not in SPLIT_NAMES:
             raise KeyError(f"split {name!r}: use one of {', '.join(SPLIT_NAMES)}")
         return getattr(self, name)
-
-
-def splits_dir(cfg: Config) -> Path:
-    return Path(cfg.output_dir) / "splits" / cfg.dataset_name
 
 
 def split_settings(cfg: Config, dataset: ImageDataset) -> dict:

@@ -10,7 +10,6 @@ pass: the layers before the backbone, a sub-model of the backbone that returns
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,21 @@ import numpy as np
 import pandas as pd
 
 from transferlab.config import Config
-from transferlab.data import load_dataset, resize_image
-from transferlab.evaluation import (
-    confident_mistakes,
+from transferlab.config.schema import did_you_mean
+from transferlab.data import ImageDataset, load_dataset, prepare_splits
+from transferlab.evaluation.figures import plot_image_grid, short
+from transferlab.evaluation.inference import (
     default_model_path,
-    model_input_size,
-    predict_batches,
-    predictions_table,
-    read_images,
-    split_inputs,
+    feed_size,
+    list_sources,
+    pixels_of,
+    predict_dataset,
+    split_batches,
 )
-from transferlab.inputs import assemble_inputs, side_names_of
-from transferlab.models import load_model
-from transferlab.plots import plot_image_grid, short
-from transferlab.runs import new_run_dir, write_json
+from transferlab.evaluation.metrics import confident_mistakes, predictions_table
+from transferlab.models import get_backbone, load_model
+from transferlab.models.signature import assemble_inputs, side_names_of
+from transferlab.runs import find_runs, new_run_dir, read_json, write_json
 
 # Layers of ROI models whose output is the image the backbone actually sees.
 ROI_LAYERS = ("roi_crop", "roi_mask")
@@ -55,12 +55,7 @@ class GradcamResult:
 def default_layer_name(model, backbone_name: str | None = None) -> str:
     """The backbone table's Grad-CAM layer, else the backbone's last 4-D output layer."""
     if backbone_name:
-        try:
-            from transferlab.models import BACKBONES
-
-            return BACKBONES[backbone_name].gradcam_layer
-        except (ImportError, KeyError, AttributeError):
-            pass
+        return get_backbone(backbone_name).gradcam_layer
     candidates = spatial_layer_names(backbone_of(model))
     if not candidates:
         raise ValueError("the model has no layer with a spatial (4-D) output for Grad-CAM")
@@ -95,8 +90,7 @@ def make_gradcam_model(model, layer_name: str):
         conv_layer = backbone.get_layer(layer_name)
     except ValueError:
         names = spatial_layer_names(backbone)
-        close = difflib.get_close_matches(layer_name, names, n=1, cutoff=0.3)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(layer_name, names, cutoff=0.3)
         raise ValueError(
             f"Grad-CAM layer {layer_name!r} is not in the model's backbone{hint} "
             f"(conv layers end with e.g. {', '.join(names[-3:])})"
@@ -219,21 +213,17 @@ def heatmap_peak(heatmap: np.ndarray, height: int, width: int) -> tuple[int, int
     return int(row), int(col)
 
 
-def gradcam_overlays(
-    model, originals: list[np.ndarray], size: int, layer_name: str, class_index=None, side=None
-):
-    """Heatmaps computed on the resized model input, overlaid on the original images.
+def gradcam_overlays(model, pixels: np.ndarray, layer_name: str, class_index=None, side=None):
+    """Heatmaps of model-sized pixels (N, S, S, 3), overlaid on those pixels.
 
     ``side``: the images' metadata and boxes, for fusion and ROI models. An ROI model's
     heatmap is overlaid on its crop (or masked image), the part of the image it saw.
     """
-    batch = np.stack([resize_image(im, size) for im in originals])
-    inputs = assemble_inputs(model, batch, side)
+    inputs = assemble_inputs(model, pixels, side)
     heatmaps = make_gradcam_heatmap(inputs, model, layer_name, class_index)
     seen = seen_images(model, inputs)
-    if seen is not None:
-        originals = list(seen)
-    return [overlay_heatmap(im, h) for im, h in zip(originals, heatmaps, strict=True)], heatmaps
+    shown = pixels if seen is None else seen
+    return [overlay_heatmap(im, h) for im, h in zip(shown, heatmaps, strict=True)], heatmaps
 
 
 # --- the gradcam stage ---------------------------------------------------------------
@@ -246,7 +236,12 @@ def run_gradcam(
     images=None,
     layer_name: str | None = None,
 ) -> GradcamResult:
-    """Grad-CAM grids (correct per class, confident mistakes, named images) in a run dir."""
+    """Grad-CAM grids (correct per class, confident mistakes, named images) in a run dir.
+
+    The split's predictions come from the newest evaluate run of the same model and
+    split when there is one; otherwise they are computed here, batch by batch. Only
+    the images the grids draw are read.
+    """
     model_path = Path(model_path) if model_path else default_model_path(cfg)
     model = load_model(model_path)
     layer_name = (
@@ -260,123 +255,122 @@ def run_gradcam(
             "gradcam_overlays"
         )
     split = split or cfg.eval.split
-
-    from transferlab.pipeline import input_size_for
-    from transferlab.splits import prepare_splits
-
     dataset = load_dataset(cfg)
     table = prepare_splits(cfg, dataset)[split]
-    size = model_input_size(model) or input_size_for(cfg, dataset)
-    pixels = dataset.load_images(table["sample_id"], size)
-    inputs = split_inputs(model, dataset, table, pixels)
-    # Metadata and boxes of every row, for the rows each grid picks; {} for image-only.
-    side = {k: v for k, v in inputs.items() if k != "image"} if isinstance(inputs, dict) else {}
-    probabilities = predict_batches(model, inputs, cfg.train.batch_size)
-    predictions = predictions_table(
-        table["sample_id"], table["label"], probabilities, dataset.class_names
-    )
+    predictions, source = saved_predictions(cfg, model_path, split, table)
+    if predictions is None:
+        probabilities = predict_dataset(model, split_batches(model, cfg, dataset, table))
+        predictions = predictions_table(
+            table["sample_id"], table["label"], probabilities, dataset.class_names
+        )
 
     run_dir = new_run_dir(cfg.output_dir, cfg.experiment, "gradcam")
     # The day checkpoint reads each run's mode (image, fusion, roi) from its config.
     cfg.save(run_dir / "config.json")
     count = cfg.eval.gradcam_images
-    figures = [
-        correct_grid(model, pixels, predictions, layer_name, count, run_dir / "figures", side),
-        mistakes_grid(model, pixels, predictions, layer_name, count, run_dir / "figures", side),
-    ]
+    size = feed_size(model, cfg, dataset)
+    grid = GridMaker(model, dataset, size, layer_name, run_dir / "figures")
+    figures = [grid.correct(predictions, count), grid.mistakes(predictions, count)]
     if images is not None:
-        figures.append(
-            named_grid(model, images, dataset.class_names, layer_name, size, run_dir / "figures")
-        )
+        figures.append(grid.named(images))
     summary = {
         "model_path": str(model_path),
         "layer_name": layer_name,
         "split": split,
         "num_images": int(len(predictions)),
         "images_per_figure": count,
+        "predictions_from": source,
         "figures": [str(p.relative_to(run_dir)) for p in figures],
     }
     write_json(run_dir / "summary.json", summary)
     return GradcamResult(run_dir, layer_name, figures, summary)
 
 
-def correct_grid(
-    model, pixels, predictions: pd.DataFrame, layer_name, count, folder: Path, side=None
-) -> Path:
-    """Up to ``count`` correctly classified images per class, as image and overlay pairs."""
-    per_class = max(1, min(4, count // 2))
-    right = predictions[predictions["correct"]]
-    rows = pd.concat(
-        [group.nlargest(per_class, "confidence") for _, group in right.groupby("true_label")][
-            :MAX_CLASSES_SHOWN
-        ]
-        or [right.head(0)]
-    )
-    titles = [f"{short(r.true_class)} {r.confidence:.2f}" for r in rows.itertuples()]
-    return pair_grid(
-        model,
-        pixels,
-        rows,
-        titles,
-        layer_name,
-        folder / "gradcam_correct.png",
-        "Correct, per class",
-        side,
-    )
+def saved_predictions(cfg: Config, model_path: Path, split: str, table: pd.DataFrame):
+    """(predictions, run dir) of the newest evaluate run of this model and split, or None.
+
+    A run counts only if it scored exactly this split's images after the model was last
+    written.
+    """
+    for run_dir in reversed(find_runs(cfg.output_dir, cfg.experiment, "evaluate")):
+        metrics_file, table_file = run_dir / "metrics.json", run_dir / "predictions.csv"
+        if not (metrics_file.is_file() and table_file.is_file()):
+            continue
+        metrics = read_json(metrics_file)
+        same_model = Path(metrics.get("model_path", "")).resolve() == model_path.resolve()
+        if not same_model or metrics.get("split") != split:
+            continue
+        if table_file.stat().st_mtime < model_path.stat().st_mtime:
+            return None, None  # the model changed since: its predictions are stale
+        saved = pd.read_csv(table_file, dtype={"sample_id": str})
+        if saved["sample_id"].tolist() != table["sample_id"].astype(str).tolist():
+            return None, None
+        return saved, str(run_dir)
+    return None, None
 
 
-def mistakes_grid(
-    model, pixels, predictions: pd.DataFrame, layer_name, count, folder: Path, side=None
-) -> Path:
-    """The most confident mistakes, heatmap of the (wrongly) predicted class."""
-    rows = confident_mistakes(predictions, count)
-    titles = [
-        f"{short(r.true_class)}→{short(r.predicted_class)} {r.confidence:.2f}"
-        for r in rows.itertuples()
-    ]
-    return pair_grid(
-        model,
-        pixels,
-        rows,
-        titles,
-        layer_name,
-        folder / "gradcam_mistakes.png",
-        "Most confident mistakes",
-        side,
-    )
+class GridMaker:
+    """Draws image and Grad-CAM pairs for chosen prediction rows, reading only those images."""
 
+    def __init__(self, model, dataset: ImageDataset, size: int, layer_name: str, folder: Path):
+        self.model, self.dataset, self.size = model, dataset, size
+        self.layer_name, self.folder = layer_name, folder
 
-def pair_grid(
-    model, pixels, rows: pd.DataFrame, titles, layer_name, path: Path, suptitle: str, side=None
-) -> Path:
-    images, labels, marks = [], [], []
-    if len(rows):
-        originals = [pixels[i] for i in rows.index]
-        picked = {k: np.asarray(v)[rows.index] for k, v in (side or {}).items()}
-        overlays, _ = gradcam_overlays(
-            model, originals, pixels.shape[1], layer_name, side=picked or None
+    def correct(self, predictions: pd.DataFrame, count: int) -> Path:
+        """Up to ``count`` correctly classified images per class, as image and overlay pairs."""
+        per_class = max(1, min(4, count // 2))
+        right = predictions[predictions["correct"]]
+        rows = pd.concat(
+            [group.nlargest(per_class, "confidence") for _, group in right.groupby("true_label")][
+                :MAX_CLASSES_SHOWN
+            ]
+            or [right.head(0)]
         )
-        for original, overlay, title, ok in zip(
-            originals, overlays, titles, rows["correct"], strict=True
-        ):
-            images += [original, overlay]
-            labels += [title, "Grad-CAM"]
-            marks += [bool(ok), None]
-    return plot_image_grid(images, labels, path, marks, suptitle, columns=4)
+        titles = [f"{short(r.true_class)} {r.confidence:.2f}" for r in rows.itertuples()]
+        return self.pairs(rows, titles, "gradcam_correct.png", "Correct, per class")
 
-
-def named_grid(model, images, class_names, layer_name, size, folder: Path) -> Path:
-    """Overlays on the user's own images, at their original size."""
-    names, originals = read_images(images)
-    overlays, _ = gradcam_overlays(model, originals, size, layer_name)
-    probabilities = predict_batches(model, np.stack([resize_image(im, size) for im in originals]))
-    shown, titles = [], []
-    for name, original, overlay, p in zip(names, originals, overlays, probabilities, strict=True):
-        shown += [original, overlay]
-        titles += [
-            short(Path(name).name, 18),
-            f"{short(class_names[int(p.argmax())])} {p.max():.2f}",
+    def mistakes(self, predictions: pd.DataFrame, count: int) -> Path:
+        """The most confident mistakes, heatmap of the (wrongly) predicted class."""
+        rows = confident_mistakes(predictions, count)
+        titles = [
+            f"{short(r.true_class)}→{short(r.predicted_class)} {r.confidence:.2f}"
+            for r in rows.itertuples()
         ]
-    return plot_image_grid(
-        shown, titles, folder / "gradcam_named.png", None, "Named images", columns=4
-    )
+        return self.pairs(rows, titles, "gradcam_mistakes.png", "Most confident mistakes")
+
+    def pairs(self, rows: pd.DataFrame, titles, name: str, suptitle: str) -> Path:
+        images, labels, marks = [], [], []
+        if len(rows):
+            ids = rows["sample_id"].astype(str)
+            pixels = self.dataset.load_images(ids, self.size)
+            side = None
+            if side_names_of(self.model):
+                side = self.dataset.side.arrays(self.dataset.rows(ids))
+            overlays, _ = gradcam_overlays(self.model, pixels, self.layer_name, side=side)
+            for original, overlay, title, ok in zip(
+                pixels, overlays, titles, rows["correct"], strict=True
+            ):
+                images += [original, overlay]
+                labels += [title, "Grad-CAM"]
+                marks += [bool(ok), None]
+        return plot_image_grid(images, labels, self.folder / name, marks, suptitle, columns=4)
+
+    def named(self, images) -> Path:
+        """Overlays on the user's own images (paths or arrays), read as ``predict`` reads them."""
+        names, items = list_sources(images)
+        pixels = np.stack(
+            [pixels_of(item, self.size, n) for n, item in zip(names, items, strict=True)]
+        )
+        overlays, _ = gradcam_overlays(self.model, pixels, self.layer_name)
+        probabilities = np.asarray(self.model.predict_on_batch(pixels))
+        class_names = self.dataset.class_names
+        shown, titles = [], []
+        for name, original, overlay, p in zip(names, pixels, overlays, probabilities, strict=True):
+            shown += [original, overlay]
+            titles += [
+                short(Path(name).name, 18),
+                f"{short(class_names[int(p.argmax())])} {p.max():.2f}",
+            ]
+        return plot_image_grid(
+            shown, titles, self.folder / "gradcam_named.png", None, "Named images", columns=4
+        )

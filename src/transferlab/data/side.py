@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from transferlab.config import Config
-from transferlab.data import DataError
+from transferlab.data.core import DataError
+from transferlab.data.images import image_size
 
 # Cell text read as a missing metadata value.
 MISSING = ("", "na", "nan", "null", "none", "?")
@@ -112,12 +112,6 @@ def parse_metadata(
             )
         values[:, j] = numbers.to_numpy(dtype=np.float32)
     return values
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """(width, height) of an image file, from its header."""
-    with Image.open(path) as image:
-        return image.size
 
 
 def parse_box_column(
@@ -208,58 +202,12 @@ def report_fixups(fixups: list[str]) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-# --- the named inputs of a saved model -------------------------------------------------
-
-
-SIDE_ORDER = ("metadata", "boxes", "box_mask")
-
-
-def side_names_of(model) -> list[str]:
-    """The inputs a model takes besides "image": metadata, boxes, box_mask (those present)."""
-    names = {t.name for t in model.inputs}
-    return [n for n in SIDE_ORDER if n in names]
-
-
-def image_shape_of(model) -> tuple:
-    """Shape of the model's "image" input (its only input for image-only models)."""
-    for tensor in model.inputs:
-        if tensor.name == "image":
-            return tuple(tensor.shape)
-    return tuple(model.inputs[0].shape)
-
-
-def assemble_inputs(model, images: np.ndarray, side: dict | None = None):
-    """What ``model.predict`` takes: the images, or a dict of every named input it needs.
-
-    A missing input is an error naming what the model takes (metadata columns included);
-    ``box_mask`` may be left out when every given box is real (non-zero).
-    """
-    names = side_names_of(model)
-    if not names:
-        return images
-    side = dict(side or {})
-    if "boxes" in side and "box_mask" not in side:
-        side["box_mask"] = (np.abs(np.asarray(side["boxes"])).sum(axis=-1) > 0).astype(np.float32)
-    missing = [n for n in names if n not in side]
-    if missing:
-        takes = ", ".join(describe_input(model, n) for n in names if n != "box_mask")
-        raise ValueError(
-            f"this model takes the inputs image, {takes}; missing: {', '.join(missing)}. "
-            "Pass them as side_inputs={name: array}"
-        )
-    count = len(images)
-    arrays = {n: np.asarray(side[n], dtype=np.float32) for n in names}
-    wrong = [f"{n} has {len(a)} rows" for n, a in arrays.items() if len(a) != count]
-    if wrong:
-        raise ValueError(f"{count} images but {', '.join(wrong)}; give one row per image")
-    return {"image": images, **arrays}
-
-
-def describe_input(model, name: str) -> str:
-    shape = next(tuple(t.shape[1:]) for t in model.inputs if t.name == name)
-    if name == "metadata":
-        columns = model.get_layer("meta_norm").columns
-        return f"metadata (columns {', '.join(columns)})"
-    if name == "boxes":
-        return f"boxes ({shape[0]} relative x, y, w, h boxes per image)"
-    return f"{name} {shape}"
+def side_input_names(cfg: Config) -> list[str]:
+    """Inputs besides "image" that ``model.inputs`` reads: metadata, boxes, box_mask."""
+    mode, data = cfg.model.inputs, cfg.data
+    names = []
+    if mode == "fusion" and data.metadata_columns:
+        names.append("metadata")
+    if mode == "roi" or (mode == "fusion" and data.boxes_column):
+        names += ["boxes", "box_mask"]
+    return names

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from transferlab.data import ImageDataset
-from transferlab.plots import plot_image_grid
+from transferlab.evaluation.figures import plot_image_grid
 from transferlab.runs import read_json
 
 
@@ -20,12 +20,19 @@ def class_balance_table(splits_dir: str | Path) -> pd.DataFrame:
 
 
 def plot_samples(
-    dataset: ImageDataset, split: pd.DataFrame, path: str | Path, per_class: int = 2
+    dataset: ImageDataset,
+    split: pd.DataFrame,
+    path: str | Path,
+    size: int,
+    per_class: int = 2,
 ) -> Path:
-    """A grid of ``per_class`` training images of each class (at most 10 classes shown)."""
+    """``per_class`` training images of each class (at most 10 classes), as the model sees them.
+
+    ``size``: the side the input pipeline feeds the model (``input_size_for``).
+    """
     picked = split.groupby("label", sort=True).head(per_class).sort_values("label")
     picked = picked[picked["label"] < 10]
-    images = list(dataset.load_images(picked["sample_id"]))
+    images = list(dataset.load_images(picked["sample_id"], size))
     titles = [dataset.class_names[label] for label in picked["label"]]
     columns = min(len(images), 2 * per_class) if len(images) > 0 else 1
     return plot_image_grid(

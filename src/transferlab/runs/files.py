@@ -1,7 +1,7 @@
-"""Run directories and atomic file writes: the interface between pipeline stages.
+"""Atomic file writes and JSON reading: a crash never leaves half a file.
 
 Every stage reads what the stage before it wrote, so each file is written to a
-temporary name first and renamed into place: a crash never leaves half a file.
+temporary name first and renamed into place.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,39 +59,6 @@ def write_with(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)
-
-
-def best_model_path(cfg, phase: str) -> Path:
-    """``models/<experiment>_<phase>_best.keras`` (fusion and ROI models add their mode)."""
-    return Path(cfg.models_dir) / f"{cfg.model_name}_{phase}_best.keras"
-
-
-def new_run_dir(output_dir: str | Path, experiment: str, stage: str) -> Path:
-    """Create ``outputs/runs/<timestamp>_<experiment>_<stage>/``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(output_dir) / "runs" / f"{stamp}_{experiment}_{stage}"
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = Path(output_dir) / "runs" / f"{stamp}-{suffix}_{experiment}_{stage}"
-    (run_dir / "figures").mkdir(parents=True)
-    return run_dir
-
-
-def find_runs(output_dir: str | Path, experiment: str, stage: str) -> list[Path]:
-    """Run directories of one experiment and stage, oldest first."""
-    runs = Path(output_dir) / "runs"
-    return sorted(p for p in runs.glob(f"*_{experiment}_{stage}") if p.is_dir())
-
-
-def latest_run(output_dir: str | Path, experiment: str, stage: str) -> Path:
-    runs = find_runs(output_dir, experiment, stage)
-    if not runs:
-        raise FileNotFoundError(
-            f"no {stage} run of experiment {experiment!r} under {Path(output_dir) / 'runs'}; "
-            f"run `make {stage.replace('phase', 'train-phase')}` with the same CONFIG first"
-        )
-    return runs[-1]
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,23 @@
+"""Evaluation: inference, metrics, TTA, Grad-CAM and figures, on saved models.
+
+``evaluate(cfg)``, ``run_gradcam(cfg)`` and ``predict(model_path, images)`` are the
+entry points; all three read pixels through the data package's one reader and
+stream them batch by batch.
+"""
+
+from transferlab.evaluation.evaluate import EvalResult, evaluate
+from transferlab.evaluation.gradcam import GradcamResult, make_gradcam_heatmap, run_gradcam
+from transferlab.evaluation.inference import default_model_path, predict
+from transferlab.evaluation.metrics import compute_metrics, predictions_table
+
+__all__ = [
+    "EvalResult",
+    "GradcamResult",
+    "compute_metrics",
+    "default_model_path",
+    "evaluate",
+    "make_gradcam_heatmap",
+    "predict",
+    "predictions_table",
+    "run_gradcam",
+]

@@ -1,0 +1,155 @@
+"""The evaluate stage: a saved model on a split, streamed, with metrics and figures.
+
+``evaluate(cfg)`` writes ``outputs/runs/<ts>_<experiment>_evaluate/`` with
+predictions.csv, metrics.json and figures/. It reads the split exactly as training's
+validation pass did (same reader, size and batches), so on the validation split it
+reproduces the best epoch's val_accuracy and val_loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from transferlab.config import Config
+from transferlab.config.schema import did_you_mean
+from transferlab.data import SPLIT_NAMES, DataError, ImageDataset, load_dataset, prepare_splits
+from transferlab.evaluation.figures import (
+    plot_confusion_matrix,
+    plot_image_grid,
+    plot_roc_curves,
+    short,
+)
+from transferlab.evaluation.inference import (
+    default_model_path,
+    feed_size,
+    predict_dataset,
+    split_batches,
+)
+from transferlab.evaluation.metrics import (
+    compute_metrics,
+    confident_mistakes,
+    cross_entropy,
+    predictions_table,
+)
+from transferlab.evaluation.tta import tta_probabilities
+from transferlab.models import load_model
+from transferlab.runs import new_run_dir, write_json, write_text
+
+# How many images the prediction grid and the mistakes gallery show.
+GRID_IMAGES = 16
+
+
+@dataclass
+class EvalResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+    figures: list[Path] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        m = self.metrics
+        return (
+            f"{m['split']} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+            f"on {m['num_samples']} images; {self.run_dir}"
+        )
+
+
+def evaluate(
+    cfg: Config, model_path: str | Path | None = None, split: str | None = None
+) -> EvalResult:
+    """Evaluate a saved model on ``split`` (default ``cfg.eval.split``) and write a run dir."""
+    split = check_split(split or cfg.eval.split)
+    model_path = Path(model_path) if model_path else default_model_path(cfg)
+    model = load_model(model_path)
+    dataset = load_dataset(cfg)
+    table = prepare_splits(cfg, dataset)[split]
+    if table.empty:
+        raise DataError(f"the {split} split holds no images; check data.splits")
+    batches = split_batches(model, cfg, dataset, table)
+    probabilities = predict_dataset(model, batches)
+    y_true = table["label"].to_numpy()
+    class_names = dataset.class_names
+
+    metrics = compute_metrics(y_true, probabilities, class_names, cfg.eval.top_k)
+    metrics.update(
+        model_path=str(model_path),
+        split=split,
+        experiment=cfg.experiment,
+        inputs=cfg.model.inputs,
+        input_size=feed_size(model, cfg, dataset),
+        # As training computes val_loss (label smoothing included), so the two compare.
+        loss=cross_entropy(y_true, probabilities, cfg.train.label_smoothing),
+    )
+    if cfg.eval.tta > 0:
+        tta = tta_probabilities(model, batches, cfg.eval.tta, cfg.seed)
+        metrics["tta_passes"] = cfg.eval.tta
+        metrics["tta_accuracy"] = float(skm.accuracy_score(y_true, tta.argmax(axis=1)))
+
+    run_dir = new_run_dir(cfg.output_dir, cfg.experiment, "evaluate")
+    cfg.save(run_dir / "config.json")
+    predictions = predictions_table(table["sample_id"], y_true, probabilities, class_names)
+    write_text(run_dir / "predictions.csv", predictions.to_csv(index=False))
+    write_json(run_dir / "metrics.json", metrics)
+    size = metrics["input_size"]
+    figures = write_figures(run_dir / "figures", dataset, size, predictions, probabilities)
+    return EvalResult(run_dir, metrics, predictions, figures)
+
+
+def check_split(split: str) -> str:
+    if split not in SPLIT_NAMES:
+        raise ValueError(
+            f"split={split!r}: use 'val' or 'test'{did_you_mean(split, ['val', 'test'])}"
+        )
+    return split
+
+
+def write_figures(
+    folder: Path,
+    dataset: ImageDataset,
+    size: int,
+    predictions: pd.DataFrame,
+    probabilities: np.ndarray,
+) -> list[Path]:
+    """Confusion matrices, ROC curves and two galleries; only the shown images are read."""
+    y_true = predictions["true_label"].to_numpy()
+    y_pred = predictions["predicted_label"].to_numpy()
+    class_names = dataset.class_names
+    figures = [
+        plot_confusion_matrix(y_true, y_pred, class_names, folder / "confusion_matrix.png"),
+        plot_confusion_matrix(
+            y_true,
+            y_pred,
+            class_names,
+            folder / "confusion_matrix_normalized.png",
+            normalize="true",
+        ),
+        plot_roc_curves(y_true, probabilities, class_names, folder / "roc_curves.png"),
+    ]
+    # A fixed, evenly spaced sample keeps the grid the same on every re-run.
+    shown = np.linspace(0, len(predictions) - 1, min(GRID_IMAGES, len(predictions))).astype(int)
+    galleries = {
+        "prediction_grid.png": ("Predictions", predictions.iloc[shown]),
+        "confident_mistakes.png": (
+            "Most confident mistakes",
+            confident_mistakes(predictions, GRID_IMAGES),
+        ),
+    }
+    for name, (title, rows) in galleries.items():
+        figures.append(gallery(dataset, size, rows, folder / name, title))
+    return figures
+
+
+def gallery(dataset: ImageDataset, size: int, rows: pd.DataFrame, path: Path, title: str) -> Path:
+    titles = [
+        f"{'✓' if r.correct else '✗'} true {short(r.true_class)}\n"
+        f"pred {short(r.predicted_class)} {r.confidence:.2f}"
+        for r in rows.itertuples()
+    ]
+    images = list(dataset.load_images(rows["sample_id"], size)) if len(rows) else []
+    return plot_image_grid(images, titles, path, list(rows["correct"]), title)

@@ -1,0 +1,64 @@
+"""One table of the pipeline's stages: the CLI, make and the notebooks all read it.
+
+Each stage names the library function that does the work (called with the resolved
+Config and the stage's arguments), the notebook that runs it under papermill, and the
+kind of run directory it writes (``outputs/runs/<ts>_<experiment>_<run_kind>/``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from transferlab.config import Config
+
+
+@dataclass(frozen=True)
+class Stage:
+    function: str  # "module:function", imported only when the stage runs
+    notebook: str | None
+    run_kind: str
+    help: str
+    args: tuple = ()
+
+    def run(self, cfg: Config) -> object:
+        module_name, function_name = self.function.split(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        return function(cfg, *self.args)
+
+
+STAGES = {
+    "prepare-data": Stage(
+        "transferlab.data:prepare_data", "01_explore_data.ipynb", "data", "Load, split, audit"
+    ),
+    "train-phase1": Stage(
+        "transferlab.training:train_phase",
+        "02_train_phase1.ipynb",
+        "phase1",
+        "Train the head on the frozen backbone",
+        ("phase1",),
+    ),
+    "train-phase2": Stage(
+        "transferlab.training:train_phase",
+        "03_train_phase2.ipynb",
+        "phase2",
+        "Fine-tune from phase2.unfreeze_from",
+        ("phase2",),
+    ),
+    "evaluate": Stage(
+        "transferlab.evaluation:evaluate", "04_evaluate.ipynb", "evaluate", "Evaluate on a split"
+    ),
+    "gradcam": Stage(
+        "transferlab.evaluation:run_gradcam", "05_gradcam.ipynb", "gradcam", "Grad-CAM grids"
+    ),
+    "report": Stage(
+        "transferlab.reports:write_day_checkpoint",
+        "06_day_checkpoint.ipynb",
+        "report",
+        "Day-checkpoint report",
+    ),
+    "bench": Stage("transferlab.benchmarks:run_benchmarks", None, "bench", "Benchmarks"),
+}
+
+# What `make demo` runs, in order.
+DEMO_STAGES = ["prepare-data", "train-phase1", "train-phase2", "evaluate", "gradcam", "report"]
