@@ -164,8 +164,46 @@ def test_predict_any_size_and_mode(tmp_path, saved_digits_model):
     )
 
 
-def test_predict_corrupt_image_is_a_clear_error(tmp_path, saved_digits_model):
+def test_predict_lists_unreadable_files_and_goes_on(tmp_path, saved_digits_model):
+    from .conftest import write_image
+
+    good = write_image(tmp_path / "good.png", np.zeros((8, 8, 3), np.uint8))
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image at all")
-    with pytest.raises(DataError, match="cannot read image .*broken.jpg"):
+    with pytest.warns(UserWarning, match="1 image.*could not be read"):
+        table = predict(saved_digits_model, [bad, good], output_csv=tmp_path / "p.csv")
+    assert table["sample_id"].tolist() == [str(good)]
+    skipped = pd.read_csv(tmp_path / "p_skipped.csv")
+    assert skipped["path"].tolist() == [str(bad)]
+    assert "cannot read image" in skipped["reason"][0]
+    with pytest.raises(DataError, match="none of the 1 image"), pytest.warns(UserWarning):
         predict(saved_digits_model, [bad])
+
+
+def test_predict_takes_the_arrays_people_pass(saved_digits_model):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    expected = predict(saved_digits_model, pixels)["confidence"].to_numpy()
+    same = {
+        "float 0..255": pixels.astype(np.float32),
+        "int64": pixels.astype(np.int64),
+        "uint16 (full range)": pixels.astype(np.uint16) * 257,
+        "list of arrays": list(pixels),
+    }
+    for name, images in same.items():
+        got = predict(saved_digits_model, images)["confidence"].to_numpy()
+        assert np.allclose(got, expected, atol=1e-6), name
+    # Grey arrays, 2-D or with one channel, and RGBA are pixels too.
+    assert len(predict(saved_digits_model, pixels[0, :, :, 0])) == 1
+    assert len(predict(saved_digits_model, pixels[:, :, :, :1])) == 3
+    refused = {
+        "within 0..1": (pixels / 255.0, "Multiply it by 255"),
+        "normalized": ((pixels - 128.0) / 64.0, "values from -2 to"),
+        "above 255": (pixels.astype(np.float32) * 2, "must lie in 0..255"),
+        "NaN": (np.full((1, 8, 8, 3), np.nan), "NaN"),
+        "five channels": (np.zeros((2, 8, 8, 5), np.uint8), "has shape"),
+    }
+    for name, (images, message) in refused.items():
+        with pytest.raises(DataError, match=message):
+            predict(saved_digits_model, images)
+        assert name

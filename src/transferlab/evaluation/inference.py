@@ -94,6 +94,8 @@ def predict(
             try:
                 pixels.append(pixels_of(items[index], size, names[index]))
             except DataError as err:
+                if isinstance(items[index], np.ndarray):
+                    raise  # arrays come from code: say what is wrong with them at once
                 skipped.append({"path": names[index], "reason": str(err)})
                 continue
             batch_names.append(index)
