@@ -100,6 +100,22 @@ def test_phase2_changes_conv5_and_head_only_and_no_batchnorm_statistics(two_phas
     assert bn_weights and not changed & set(bn_weights)
 
 
+@pytest.mark.parametrize("phase", ["phase1", "phase2"])
+def test_evaluate_on_val_reproduces_the_best_epoch(two_phases, phase):
+    """make evaluate SET='eval.split=val' gives back what metrics.csv says of the best epoch."""
+    from transferlab.evaluation import evaluate
+
+    cfg, _, *results = two_phases
+    result = dict(zip(["phase1", "phase2"], results, strict=True))[phase]
+    history = pd.read_csv(result.run_dir / "metrics.csv").set_index("epoch")
+    best = history.loc[result.best_epoch]
+    measured = evaluate(cfg, model_path=result.model_path, split="val").metrics
+    assert measured["num_samples"] == len(prepare_splits(cfg, load_dataset(cfg)).val)
+    assert measured["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+    assert measured["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+    assert measured["macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-4)
+
+
 def test_run_directory_files(two_phases):
     cfg, _, phase1, phase2 = two_phases
     for result, epochs in ((phase1, 2), (phase2, 1)):
