@@ -6,7 +6,7 @@ import pytest
 
 from transferlab.config import load_config
 from transferlab.data import DataError, ImageDataset, load_dataset
-from transferlab.data.splits import prepare_splits
+from transferlab.data.splits import assign_splits, prepare_splits
 
 
 def synthetic_dataset(labels, groups=None, images=None):
@@ -73,11 +73,92 @@ def test_group_exclusive_split(cfg):
     assert audit["clean"] is True
 
 
-def test_group_bigger_than_a_split(cfg):
+def test_a_big_group_goes_whole_to_train(cfg):
     labels = [i % 2 for i in range(100)]
     groups = ["big"] * 40 + [f"g{i}" for i in range(60)]
-    with pytest.raises(DataError, match="group 'big' has 40 images"):
+    splits = prepare_splits(cfg, synthetic_dataset(labels, groups))
+    assert "big" in set(splits.train["group"])
+    # Fractions count images, not groups (within one image per class of 7.5 and 7.5).
+    sizes = [len(splits[n]) for n in ("train", "val", "test")]
+    assert sizes[0] == 70 and abs(sizes[1] - 15) <= 1 and abs(sizes[2] - 15) <= 1
+
+
+def drowsiness_table(seed=7):
+    """12 subjects with several images each: "alert" from all, "drowsy" from 8, "yawning" from 3."""
+    rng = np.random.default_rng(seed)
+    labels, groups = [], []
+    for subject in range(12):
+        counts = {
+            0: int(rng.integers(8, 20)),
+            1: int(rng.integers(3, 10)) if subject % 3 else 0,
+            2: int(rng.integers(3, 7)) if subject in (2, 6, 9) else 0,
+        }
+        for label, count in counts.items():
+            labels += [label] * count
+            groups += [f"subject{subject}"] * count
+    return synthetic_dataset(labels, groups)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_group_split_puts_every_class_in_every_split(seed):
+    ds = drowsiness_table()
+    assignment = assign_splits(ds, [0.7, 0.15, 0.15], seed)
+    table = ds.table.assign(split=assignment)
+    for name in ("train", "val", "test"):
+        rows = table[table["split"] == name]
+        assert sorted(rows["label"].unique()) == [0, 1, 2], f"seed {seed}: {name}"
+        # Within half its fraction of the images.
+        share = len(rows) / len(table)
+        assert abs(share - {"train": 0.7}.get(name, 0.15)) < 0.075
+    subjects = table.groupby("group")["split"].nunique()
+    assert (subjects == 1).all()
+
+
+def test_group_split_depends_on_the_seed():
+    ds = drowsiness_table()
+    found = {tuple(assign_splits(ds, [0.7, 0.15, 0.15], seed)) for seed in range(10)}
+    assert len(found) >= 4
+    assert tuple(assign_splits(ds, [0.7, 0.15, 0.15], 3)) in found
+
+
+def test_class_in_too_few_groups_is_named(cfg):
+    labels = [0] * 60 + [1] * 6
+    groups = [f"s{i % 10}" for i in range(60)] + ["s1"] * 3 + ["s4"] * 3
+    with pytest.raises(DataError, match=r"class 'c1' is in 2 group\(s\) \(s1, s4\).*at least 3"):
         prepare_splits(cfg, synthetic_dataset(labels, groups))
+
+
+def test_rows_without_a_group_are_groups_of_their_own():
+    labels = [i % 2 for i in range(100)]
+    groups = [f"s{i // 10}" for i in range(40)] + [""] * 60
+    ds = synthetic_dataset(labels, groups)
+    table = ds.table.assign(split=assign_splits(ds, [0.7, 0.15, 0.15], 0))
+    loose = table[table["group"] == ""]
+    # Spread over the splits, not kept together as one group of 60.
+    assert loose["split"].value_counts().to_dict().keys() == {"train", "val", "test"}
+    assert (table[table["group"] != ""].groupby("group")["split"].nunique() == 1).all()
+    sizes = table["split"].value_counts()
+    assert abs(sizes["train"] - 70) <= 1 and abs(sizes["val"] - 15) <= 1
+
+
+def test_group_split_beside_a_fixed_test_set():
+    # CIFAR-style: the test rows are fixed, the rest splits into train and val only,
+    # so two groups per class are enough.
+    labels = [0] * 30 + [1] * 30 + [0, 1] * 5
+    groups = [f"a{i % 6}" for i in range(30)] + ["b0"] * 15 + ["b1"] * 15 + [""] * 10
+    ds = synthetic_dataset(labels, groups)
+    ds.table["fixed_split"] = [""] * 60 + ["test"] * 10
+    table = ds.table.assign(split=assign_splits(ds, [0.7, 0.15, 0.15], 0))
+    assert (table["split"][60:] == "test").all()
+    for name in ("train", "val"):
+        assert sorted(table[table["split"] == name]["label"].unique()) == [0, 1]
+
+
+def test_unequal_groups_warn_that_fractions_are_off():
+    labels = [i % 2 for i in range(95)]
+    groups = ["big"] * 80 + [f"g{i % 3}" for i in range(15)]
+    with pytest.warns(UserWarning, match=r"instead of data.splits.*'big', has 80 images"):
+        assign_splits(synthetic_dataset(labels, groups), [0.7, 0.15, 0.15], 0)
 
 
 def test_split_too_small_for_fractions(cfg):

@@ -1,4 +1,4 @@
-"""Train/val/test splits: stratified or group-exclusive, persisted, audited for leakage.
+"""Train/val/test splits, stratified by class and group-exclusive, persisted, audited for leakage.
 
 Splits are written to ``outputs/splits/<dataset>/`` the first time and read back
 afterwards, so phase 2 and evaluation see exactly phase 1's split.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
+from sklearn.model_selection import train_test_split
 
 from transferlab.config import Config
 from transferlab.data.core import SPLIT_NAMES, DataError
@@ -95,7 +95,9 @@ def assign_splits(dataset: ImageDataset, fractions: list[float], seed: int) -> n
     labels = table["label"].to_numpy()[free]
     groups = table["group"].to_numpy()[free]
     if (groups != "").any():
-        parts = group_split(groups, (train_frac, val_frac, test_frac), seed)
+        parts = group_split(
+            labels, groups, (train_frac, val_frac, test_frac), seed, dataset.class_names
+        )
     else:
         parts = stratified_split(
             labels, (train_frac, val_frac, test_frac), seed, dataset.class_names
@@ -134,28 +136,97 @@ def stratified_split(labels, fractions, seed, class_names):
     return train, val, test
 
 
-def group_split(groups, fractions, seed):
-    """Group-exclusive split: no group (subject) in two splits."""
-    train_frac, val_frac, test_frac = fractions
-    sizes = pd.Series(groups).value_counts()
-    smallest_target = len(groups) * min(f for f in (val_frac, test_frac) if f > 0)
-    if sizes.iloc[0] > smallest_target:
+def group_split(labels, groups, fractions, seed, class_names):
+    """Group-exclusive split stratified by class, with fractions counted in images.
+
+    Each group (subject) goes whole to one split, and every class reaches every split:
+    the classes found in fewest groups are placed first, a random one of their groups
+    that fits (else the smallest) to each split that lacks them; then the other groups,
+    largest first, each go to the split whose per-class image counts stay nearest their
+    targets. Rows without a group are groups of one. Like scikit-learn's
+    StratifiedGroupKFold, but for unequal fractions.
+    """
+    codes, names = group_codes(groups)
+    counts = np.zeros((len(names), len(class_names)))
+    np.add.at(counts, (codes, labels), 1)
+    active = sorted((s for s, f in enumerate(fractions) if f > 0), key=lambda s: fractions[s])
+    check_groups_per_class(counts, names, class_names, len(active))
+    targets = np.outer(fractions, counts.sum(axis=0))
+    weights = 1.0 / np.where(targets > 0, targets, 1.0)
+    filled = np.zeros_like(targets)
+    split_of = np.full(len(names), -1)
+
+    def added_cost(group, split):
+        # Growth of the chi-square distance between the split's class counts and targets.
+        before = filled[split] - targets[split]
+        after = before + counts[group]
+        return float(((after**2 - before**2) * weights[split]).sum())
+
+    def put(group, split):
+        split_of[group] = split
+        filled[split] += counts[group]
+
+    # The seed decides which of a class's groups go to val and test, and breaks ties.
+    order = np.random.default_rng(seed).permutation(len(names))
+    groups_per_class = (counts > 0).sum(axis=0)
+    for label in sorted(np.flatnonzero(groups_per_class), key=lambda c: groups_per_class[c]):
+        for split in active:
+            if filled[split, label] > 0:
+                continue
+            free = [g for g in order if split_of[g] < 0 and counts[g, label] > 0]
+            if not free:
+                raise DataError(
+                    f"could not put class {class_names[label]!r} (in "
+                    f"{groups_per_class[label]} groups) in every split with whole groups: "
+                    "other classes' rare groups took them. Try another seed, or add images "
+                    "of that class from more groups"
+                )
+            room = targets[split].sum() - filled[split].sum()
+            fitting = [g for g in free if counts[g].sum() <= room]
+            put(fitting[0] if fitting else min(free, key=lambda g: counts[g].sum()), split)
+    for group in sorted(order[split_of[order] < 0], key=lambda g: -counts[g].sum()):
+        put(group, min(active, key=lambda s: added_cost(group, s)))
+    warn_if_off(counts.sum(axis=1), split_of, fractions, names)
+    return tuple(np.flatnonzero(split_of[codes] == s) for s in range(len(SPLIT_NAMES)))
+
+
+def group_codes(groups: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """A code per row and the group names; every row without a group is a group of its own."""
+    named = groups != ""
+    codes = np.empty(len(groups), dtype=np.int64)
+    codes[named], names = pd.factorize(groups[named], sort=True)
+    loose = np.flatnonzero(~named)
+    codes[loose] = len(names) + np.arange(loose.size)
+    return codes, [*names, *["(an image without a group)"] * loose.size]
+
+
+def check_groups_per_class(counts, group_names, class_names, splits: int) -> None:
+    """Every class needs a group for each split; name the classes that have too few."""
+    short = []
+    for label, name in enumerate(class_names):
+        holding = [group_names[g] for g in np.flatnonzero(counts[:, label])]
+        if 0 < len(holding) < splits:
+            short.append(f"{name!r} is in {len(holding)} group(s) ({', '.join(holding)})")
+    if short:
         raise DataError(
-            f"group {sizes.index[0]!r} has {sizes.iloc[0]} images, more than the smallest split "
-            f"should hold (~{smallest_target:.0f}); no group-exclusive split can match the "
-            f"fractions {list(fractions)}. Use more groups or larger val/test fractions"
+            f"class {'; class '.join(short)}: a group-exclusive split puts each group in one "
+            f"split, so every class needs images from at least {splits} groups, one per split. "
+            "Add images of that class from more groups (subjects), leave the class out"
+            + (", or set the test fraction of data.splits to 0" if splits == 3 else "")
         )
-    if sizes.size < sum(f > 0 for f in fractions):
-        raise DataError(f"only {sizes.size} group(s): need one per split at least")
-    positions = np.arange(len(groups))
-    rest_frac = val_frac + test_frac
-    outer = GroupShuffleSplit(n_splits=1, test_size=rest_frac, random_state=seed)
-    train, rest = next(outer.split(positions, groups=groups))
-    if test_frac == 0:
-        return train, rest, np.array([], dtype=int)
-    inner = GroupShuffleSplit(n_splits=1, test_size=test_frac / rest_frac, random_state=seed)
-    val, test = next(inner.split(rest, groups=groups[rest]))
-    return train, rest[val], rest[test]
+
+
+def warn_if_off(sizes, split_of, fractions, names) -> None:
+    """Warn when whole groups could not come near the asked fractions of the images."""
+    shares = [float(sizes[split_of == s].sum() / sizes.sum()) for s in range(len(fractions))]
+    if any(abs(share - f) > f / 2 for share, f in zip(shares, fractions, strict=True)):
+        largest = int(np.argmax(sizes))
+        warnings.warn(
+            f"the group-exclusive split holds {[round(s, 2) for s in shares]} of the images "
+            f"instead of data.splits={list(fractions)}: the groups are too few or too unequal "
+            f"(the largest, {names[largest]!r}, has {int(sizes[largest])} images)",
+            stacklevel=5,
+        )
 
 
 def write_splits(directory: Path, dataset: ImageDataset, assignment: np.ndarray) -> Splits:
