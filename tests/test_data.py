@@ -203,3 +203,26 @@ def test_csv_missing_columns(tmp_path, with_data):
     csv = write_label_csv(tmp_path / "l.csv", [("a.png", "x")], "file,label")
     with pytest.raises(DataError, match=r"lacks column\(s\) \['path'\].*data.path_column"):
         load_dataset(with_data("csv", csv))
+
+
+def test_csv_path_listed_twice_names_the_lines(image_folder, with_data):
+    rows = [(f"images/red/red_{i}.png", "red") for i in (1, 3, 5)]
+    rows += [(f"images/blue/blue_{i}.png", "blue") for i in (1, 3)]
+    rows.append(("./images/red/red_3.png", "blue"))  # the same file, written another way
+    csv = write_label_csv(image_folder.parent / "labels.csv", rows, "path,label")
+    with pytest.raises(
+        DataError,
+        match=r"1 image path\(s\) are listed more than once: images/red/red_3.png at "
+        r"labels.csv line 3 and labels.csv line 7\. List each image once",
+    ):
+        load_dataset(with_data("csv", csv))
+
+
+def test_csv_path_in_train_and_val_names_both_files(image_folder, with_data):
+    root = image_folder.parent / "splits_csv"
+    path = lambda c, i: f"../images/{c}/{c}_{i}.png"  # noqa: E731
+    train = [(path(c, i), c) for c in ("red", "green") for i in (1, 3, 5)]
+    write_label_csv(root / "train.csv", train, "path,label")
+    write_label_csv(root / "val.csv", [(path("green", 7), "green"), train[1]], "path,label")
+    with pytest.raises(DataError, match=r"red_3.png at train.csv line 3 and val.csv line 3"):
+        load_dataset(with_data("csv", root))

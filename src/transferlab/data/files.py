@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,23 @@ def load_csv(cfg: Config) -> ImageDataset:
         raise DataError(
             f"data.data_dir={source} does not exist; give a CSV file or a folder of CSVs"
         )
+    check_unique_paths(frame)
     return table_to_dataset(frame, cfg, name=source.stem)
+
+
+def check_unique_paths(frame: pd.DataFrame) -> None:
+    """Each image once: a path listed twice (in one CSV or two) is an error naming the lines."""
+    lines: dict[str, tuple[str, list[str]]] = {}
+    for path, written, where in zip(frame["path"], frame["sample_id"], frame["line"], strict=True):
+        # normpath: "a.jpg" and "./a.jpg" name the same file.
+        lines.setdefault(os.path.normpath(path), (written, []))[1].append(where)
+    repeated = [f"{written} at {' and '.join(w)}" for written, w in lines.values() if len(w) > 1]
+    if repeated:
+        raise DataError(
+            f"{len(repeated)} image path(s) are listed more than once: "
+            f"{'; '.join(repeated[:3])}. List each image once, in one split, and delete the "
+            "other lines"
+        )
 
 
 def read_label_csv(path: Path, cfg: Config) -> pd.DataFrame:
