@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def with_data(cfg):
     return make
 
 
-def write_fake_cifar10_python(root, per_batch=20):
+def write_fake_cifar10_python(root, per_batch=20, protocol=pickle.DEFAULT_PROTOCOL):
     """The real python-pickle layout: data_batch_1..5 and test_batch, channel-first rows."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -38,8 +39,12 @@ def write_fake_cifar10_python(root, per_batch=20):
         labels = [i % 10 for i in range(per_batch)]
         data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
         data[:, 0] = labels  # red channel of pixel (0, 0) encodes the label, to check the layout
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, f)
+        batch = {b"data": data, b"labels": labels, b"batch_label": name.encode()}
+        raw = pickle.dumps(batch, protocol=protocol)
+        if protocol == 0:
+            # As numpy 1 (which pickled the real batches) names its array rebuilder.
+            raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+        (folder / name).write_bytes(raw)
     return root
 
 
@@ -60,6 +65,37 @@ def test_cifar10_from_python_batches(tmp_path, with_data):
     # Channel-first rows were transposed to HWC: pixel (0, 0) red holds the label.
     assert np.array_equal(ds.images[:, 0, 0, 0], ds.table["label"].to_numpy())
     assert (ds.table["fixed_split"] == "test").sum() == 20
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_cifar10_batches_of_every_pickle_protocol(tmp_path, with_data, protocol):
+    root = write_fake_cifar10_python(tmp_path / "cifar", per_batch=2, protocol=protocol)
+    ds = load_dataset(with_data("cifar10", root))
+    assert ds.images.shape == (12, 32, 32, 3)
+
+
+class RunsCode:
+    """Unpickling it creates a file: what any code in a pickle could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_cifar10_batch_that_would_run_code_is_refused(tmp_path, with_data):
+    root = write_fake_cifar10_python(tmp_path / "cifar", per_batch=2)
+    marker = tmp_path / "never_made"
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"x": RunsCode(marker)}
+    (root / "cifar-10-batches-py" / "data_batch_2").write_bytes(pickle.dumps(batch))
+    with pytest.raises(
+        DataError,
+        match=r"data_batch_2 is not a CIFAR-10 batch \(it names pathlib.Path.touch, which a "
+        r"CIFAR-10 batch never holds, so it was not loaded",
+    ):
+        load_dataset(with_data("cifar10", root))
+    assert not marker.exists()
 
 
 def test_cifar10_from_binary_batches(tmp_path, with_data):
@@ -91,7 +127,7 @@ def test_cifar10_bad_dirs(tmp_path, with_data):
         load_dataset(with_data("cifar10", tmp_path / "empty"))
     root = write_fake_cifar10_python(tmp_path / "broken")
     (root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x04garbage")
-    with pytest.raises(DataError, match="data_batch_3 is corrupt"):
+    with pytest.raises(DataError, match="data_batch_3 is not a CIFAR-10 batch"):
         load_dataset(with_data("cifar10", root))
 
 

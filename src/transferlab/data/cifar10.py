@@ -84,6 +84,31 @@ def read_cifar10_dir(data_dir: Path):
     )
 
 
+# What a CIFAR-10 python batch may name: a dict of numpy arrays, lists and strings needs
+# only these (numpy 1 and 2 spellings; _codecs.encode is how Python 3 pickles bytes).
+BATCH_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles arrays, lists and strings only: a folder from elsewhere cannot run code."""
+
+    def find_class(self, module, name):
+        if (module, name) in BATCH_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"it names {module}.{name}, which a CIFAR-10 batch never holds, so it was not "
+            "loaded (unpickling it could run code)"
+        )
+
+
 def read_cifar10_pickles(folder: Path):
     def read(name: str):
         path = folder / name
@@ -91,11 +116,14 @@ def read_cifar10_pickles(folder: Path):
             raise DataError(f"CIFAR-10 file {path} is missing; re-extract cifar-10-python.tar.gz")
         try:
             with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+                batch = BatchUnpickler(f, encoding="bytes").load()
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             return data.transpose(0, 2, 3, 1), np.asarray(batch[b"labels"], dtype=np.int64)
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
-            raise DataError(f"CIFAR-10 file {path} is corrupt ({err}); re-extract it") from None
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
+            raise DataError(
+                f"CIFAR-10 file {path} is not a CIFAR-10 batch ({err}); re-extract it from "
+                "cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html)"
+            ) from None
 
     train = [read(f"data_batch_{i}") for i in range(1, 6)]
     x_test, y_test = read("test_batch")
