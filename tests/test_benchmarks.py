@@ -33,12 +33,21 @@ def bench(tmp_path_factory):
             "bench.file_size": 24,
             "bench.model_sizes": [],
             "bench.matmul_sizes": [32, 64],
+            "bench.eval_images": 20,
+            "bench.scan_files": 30,
             "bench.summary": str(tmp / "benchmarks.md"),
         },
     )
     run_benchmarks(cfg)
     out = tmp / "outputs" / "bench"
-    names = ["frozen_phase", "hardware_limit", "pipeline_scaling", "pipeline_overhead"]
+    names = [
+        "frozen_phase",
+        "hardware_limit",
+        "pipeline_scaling",
+        "pipeline_overhead",
+        "evaluate_memory",
+        "scan_speed",
+    ]
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in names}
     return {"results": results, "out": out, "summary": tmp / "benchmarks.md"}
 
@@ -129,6 +138,27 @@ def test_pipeline_overhead_names_the_bound(bench):
     )
 
 
+def test_evaluate_memory_runs_n_and_4n_in_subprocesses(bench):
+    result = bench["results"]["evaluate_memory"]
+    small, large = result["figures"]
+    assert (small["folder_images"], large["folder_images"]) == (20, 80)
+    assert small["images"] == 16 and large["images"] == 64  # the 80% test split
+    for row in (small, large):
+        check_figure(row)
+        assert 100 < row["max_rss_mb"] < 4000
+    assert result["memory_growth"] == pytest.approx(large["max_rss_mb"] / small["max_rss_mb"])
+    assert result["goal_met"] == (result["memory_growth"] <= 1.2)
+
+
+def test_scan_speed_times_first_and_second_scan(bench):
+    result = bench["results"]["scan_speed"]
+    first, second = result["figures"]
+    assert result["files"] == result["usable"] == 30
+    check_figure(first)
+    check_figure(second)
+    assert result["speedup"] == pytest.approx(first["median"] / second["median"])
+
+
 def test_csv_files_and_summary_table(bench):
     for name, result in bench["results"].items():
         table = pd.read_csv(bench["out"] / f"{name}.csv")
@@ -141,6 +171,7 @@ def test_csv_files_and_summary_table(bench):
     for heading in ["## Machine", "## Method", "## 1. Frozen", "## 2. Hardware", "## 3. Input"]:
         assert heading in summary
     assert "## 4. Pipeline overhead" in summary
+    assert "## 5. Evaluation: memory" in summary and "## 6. Folder scan" in summary
     # The GPU section comes from the measured results committed in docs/bench_gpu/.
     assert "## GPU" in summary and "| bfloat16 | 256 | train step |" in summary
     frozen = bench["results"]["frozen_phase"]["figures"][2]

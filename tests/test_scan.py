@@ -45,9 +45,10 @@ def test_second_scan_decodes_only_new_or_changed_files(cfg, image_folder, checks
     cache = splits_dir(folder_cfg) / "scan.csv"
     saved = pd.read_csv(cache, keep_default_na=False)
     assert list(saved.columns) == ["path", "size", "mtime_ns", "problem"] and len(saved) == 37
-    assert "not a readable image" in saved.set_index("path").loc[
-        str(image_folder / "red" / "fake.png"), "problem"
-    ]
+    assert (
+        "not a readable image"
+        in saved.set_index("path").loc[str(image_folder / "red" / "fake.png"), "problem"]
+    )
 
     checks.clear()
     with pytest.warns(UserWarning, match="skipped 1 file"):  # remembered, not re-decoded

@@ -6,6 +6,9 @@
 3. ``pipeline_scaling``: a folder streamed from disk at N, 2N, 4N images, each size in its
    own process so its peak resident memory is its own.
 4. ``pipeline_overhead``: the input pipeline alone against the model step alone.
+5. ``evaluate_memory``: ``evaluate`` (TTA on) at N and 4N images, each in its own process:
+   peak memory must not grow with the split.
+6. ``scan_speed``: the first and second scan of a folder of many files.
 
 Every benchmark returns a dict with ``figures``: rows of median, min and max over
 ``bench.repeats`` timed runs. Model timing uses Keras APIs only (``predict_on_batch``,
@@ -19,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from transferlab.benchmarks.evaluation import evaluate_memory, scan_speed
 from transferlab.benchmarks.frozen import frozen_phase
 from transferlab.benchmarks.hardware import count_flops, hardware_limit, matmul_peak, model_speed
 from transferlab.benchmarks.pipeline import pipeline_overhead, pipeline_scaling, stream_folder
@@ -50,7 +54,7 @@ def save_result(result: dict, out_dir: Path) -> Path:
 
 
 def run_benchmarks(cfg: Config) -> str:
-    """The `make bench` stage: all four benchmarks, their files and the summary table."""
+    """The `make bench` stage: all six benchmarks, their files and the summary table."""
     from transferlab.benchmarks.report import write_summary
 
     out_dir = Path(cfg.output_dir) / "bench"
@@ -79,5 +83,7 @@ def run_benchmarks(cfg: Config) -> str:
         speed = {"figures": rows} if len(rows) == 2 else None
         keep(pipeline_overhead(cfg, work / f"n{cfg.bench.pipeline_images}", speed))
         keep(frozen_phase(cfg, work))
+        keep(evaluate_memory(cfg, work))
+        keep(scan_speed(cfg, work))
     summary = write_summary(results, machine, Path(cfg.bench.summary))
     return f"results in {out_dir}, summary in {summary}"

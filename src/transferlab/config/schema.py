@@ -205,6 +205,10 @@ class BenchConfig:
     # Input pipeline: streams N, 2N and 4N JPEGs of side file_size from disk.
     pipeline_images: int = 256
     file_size: int = 256
+    # Evaluate (TTA on) on a folder of N and 4N JPEGs: peak memory must not grow with N.
+    eval_images: int = 64
+    # Folder scan: the first scan of this many files against the second.
+    scan_files: int = 20000
     # Image sides of the model-speed benchmark, besides model.image_size.
     model_sizes: list[int] = field(default_factory=lambda: [224])
     # Square matmul sizes for the measured float32 peak (the best median wins).
@@ -219,6 +223,8 @@ class BenchConfig:
         check_min("bench.frozen_image_size", self.frozen_image_size, 8)
         check_min("bench.pipeline_images", self.pipeline_images, 1)
         check_min("bench.file_size", self.file_size, 8)
+        check_min("bench.eval_images", self.eval_images, 20)
+        check_min("bench.scan_files", self.scan_files, 1)
         if not self.frozen_epochs or min(self.frozen_epochs) < 1:
             raise ConfigError(
                 f"bench.frozen_epochs={self.frozen_epochs}: give epoch counts of at least 1"

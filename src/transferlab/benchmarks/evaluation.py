@@ -1,0 +1,149 @@
+"""Evaluation and folder-scan benchmarks: memory that does not grow with the split, scan once.
+
+``evaluate_memory`` runs ``evaluate`` (TTA on) on N and 4N images, each in a fresh
+process so its peak resident memory is its own. ``scan_speed`` scans a folder of many
+files twice: the first scan decodes every file, the second reads the kept scan.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from transferlab.benchmarks.pipeline import peak_rss_mb, write_synthetic_folder
+from transferlab.benchmarks.timing import figure
+from transferlab.config import Config
+
+
+def evaluate_folder(settings: dict) -> dict:
+    """Save an untrained model of ``settings``' config and evaluate it on the whole folder.
+
+    ``settings``: the config overrides (a dict), with the folder as ``data.data_dir``.
+    Returns the images scored, the seconds ``evaluate`` took and this process's peak memory.
+    """
+    import keras
+
+    from transferlab.config import load_config
+    from transferlab.data import load_dataset
+    from transferlab.evaluation import evaluate
+    from transferlab.models import build_model
+    from transferlab.runs import best_model_path
+
+    cfg = load_config(None, settings)
+    dataset = load_dataset(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg, dataset.num_classes, cfg.data.input_size or cfg.model.image_size)
+    path = best_model_path(cfg, "phase1")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    started = time.perf_counter()
+    result = evaluate(cfg, model_path=path)
+    seconds = time.perf_counter() - started
+    return {
+        "images": result.metrics["num_samples"],
+        "seconds": seconds,
+        "max_rss_mb": peak_rss_mb(),
+    }
+
+
+def evaluate_in_subprocess(settings: dict) -> dict:
+    code = (
+        "import json, sys; from transferlab.benchmarks.evaluation import evaluate_folder; "
+        "print(json.dumps(evaluate_folder(json.loads(sys.argv[1]))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"evaluate benchmark subprocess failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def evaluate_memory(cfg: Config, work_dir: Path) -> dict:
+    """Peak resident memory and time per image of ``evaluate`` (TTA on) at N and 4N images."""
+    bench = cfg.bench
+    input_size = cfg.data.input_size or cfg.model.image_size
+    figures = []
+    for count in (bench.eval_images, 4 * bench.eval_images):
+        root = write_synthetic_folder(work_dir / f"eval{count}", count, bench.file_size, classes=2)
+        settings = {
+            "experiment": f"bench_eval{count}",
+            "output_dir": str(work_dir / f"eval{count}_outputs"),
+            "models_dir": str(work_dir / f"eval{count}_models"),
+            "data.kind": "folder",
+            "data.data_dir": str(root),
+            # Most of the folder in the evaluated split, as in the 10/10/80 case it answers.
+            "data.splits": [0.1, 0.1, 0.8],
+            "data.input_size": input_size,
+            "model.backbone": cfg.model.backbone,
+            "model.image_size": cfg.model.image_size,
+            "model.weights": "none",
+            "train.batch_size": bench.batch_size,
+            "eval.split": "test",
+            "eval.tta": 1,
+        }
+        run = evaluate_in_subprocess(settings)
+        per_image = run["seconds"] / run["images"] * 1e3
+        figures.append(
+            figure(
+                "ms_per_image",
+                "ms/image",
+                [per_image],
+                folder_images=count,
+                images=run["images"],
+                max_rss_mb=run["max_rss_mb"],
+            )
+        )
+    small, large = figures
+    growth = large["max_rss_mb"] / small["max_rss_mb"]
+    return {
+        "benchmark": "evaluate_memory",
+        "backbone": cfg.model.backbone,
+        "input_size": input_size,
+        "tta_passes": 1,
+        "memory_growth": growth,
+        "goal": 1.2,
+        "goal_met": growth <= 1.2,
+        "figures": figures,
+    }
+
+
+def scan_speed(cfg: Config, work_dir: Path) -> dict:
+    """The first scan of a folder of ``bench.scan_files`` JPEGs against the second."""
+    from transferlab.config import load_config
+    from transferlab.data import load_dataset
+
+    count = cfg.bench.scan_files
+    root = write_synthetic_folder(work_dir / "scan", count, 16)
+    scan_cfg = load_config(
+        None,
+        {
+            "output_dir": str(work_dir / "scan_outputs"),
+            "data.kind": "folder",
+            "data.data_dir": str(root),
+        },
+    )
+    seconds = []
+    for _ in range(2):
+        started = time.perf_counter()
+        dataset = load_dataset(scan_cfg)
+        seconds.append(time.perf_counter() - started)
+    first, second = seconds
+    return {
+        "benchmark": "scan_speed",
+        "files": count,
+        "usable": len(dataset.table),
+        "speedup": first / second,
+        "goal": 10.0,
+        "goal_met": first / second >= 10.0,
+        "figures": [
+            figure("first_scan", "s", [first], files=count),
+            figure("second_scan", "s", [second], files=count),
+        ],
+    }
