@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from transferlab.config import load_config
+from transferlab.data import ImageDataset, Splits
+from transferlab.data.side import SideInputs
 from transferlab.models import (
     CropToBox,
     MaskOutsideBoxes,
@@ -14,6 +17,7 @@ from transferlab.models import (
     load_model,
     side_input_names,
 )
+from transferlab.training.features import metadata_stats
 
 STATS = {"mean": [50.0, 0.0], "variance": [100.0, 1.0]}
 
@@ -53,6 +57,26 @@ def test_normalize_metadata_fills_missing_with_the_mean():
     layer = NormalizeMetadata(**STATS, columns=["age", "noise"])
     out = np.asarray(layer(np.array([[60.0, np.nan], [50.0, 2.0]], np.float32)))
     np.testing.assert_allclose(out, [[1.0, 0.0], [0.0, 2.0]])
+
+
+def test_a_constant_column_is_only_centred():
+    # Variance 0 (one value in training): scale 1, so another value stays in range.
+    layer = NormalizeMetadata([5.0], [0.0], columns=["site"])
+    out = np.asarray(layer(np.array([[5.0], [7.0]], np.float32)))
+    np.testing.assert_allclose(out, [[0.0], [2.0]])
+
+
+def test_metadata_stats_report_a_constant_column():
+    cfg = side_cfg("fusion", **{"data.metadata_columns": ["age", "site"]})
+    ages = [30.0, np.nan, 50.0, 70.0, 40.0]
+    side = SideInputs(["age", "site"], np.array([[a, 3.0] for a in ages], np.float32))
+    table = pd.DataFrame({"sample_id": [f"s{i}" for i in range(5)], "label": 0})
+    dataset = ImageDataset("t", ["a"], table, side=side)
+    splits = Splits(table[:4], table[4:], table[4:], directory=None)
+    with pytest.warns(UserWarning, match=r"column\(s\) 'site' \(always 3\) hold one value"):
+        stats = metadata_stats(cfg, dataset, splits)
+    np.testing.assert_allclose(stats["mean"], [50.0, 3.0])
+    np.testing.assert_allclose(stats["variance"], [800 / 3, 1.0], rtol=1e-6)
 
 
 def test_crop_to_box_takes_the_box_and_keeps_images_without_one():

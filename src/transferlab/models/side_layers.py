@@ -16,7 +16,8 @@ class NormalizeMetadata(layers.Layer):
     """(x - mean) / std with the training split's statistics; a missing value (NaN) → 0.
 
     The statistics and column names live in the layer's config, so the saved model
-    carries them and says which columns it expects.
+    carries them and says which columns it expects. A column of variance 0 (constant in
+    training) is only centred: dividing by its zero spread would blow up any other value.
     """
 
     def __init__(self, mean=(), variance=(), columns=(), **kwargs):
@@ -28,8 +29,8 @@ class NormalizeMetadata(layers.Layer):
     def call(self, x):
         x = ops.cast(x, "float32")
         mean = ops.convert_to_tensor(self.mean, "float32")
-        # A constant column (variance 0) maps to 0 rather than dividing by zero.
-        std = ops.sqrt(ops.maximum(ops.convert_to_tensor(self.variance, "float32"), 1e-12))
+        variance = ops.convert_to_tensor(self.variance, "float32")
+        std = ops.where(variance > 0, ops.sqrt(variance), ops.ones_like(variance))
         scaled = (x - mean) / std
         # 0 is the training mean after scaling: the fill-in for a missing value.
         return ops.where(ops.isnan(scaled), ops.zeros_like(scaled), scaled)
