@@ -110,3 +110,25 @@ def test_bad_parameter_fails_with_the_library_message(tmp_path):
     assert executed_copy.is_file() and executed_copy.parent.name == "notebooks"
     outputs = json.dumps(nbformat.read(executed_copy, as_version=4).cells)
     assert "phase1.epochs='three' must be a whole number" in outputs
+
+
+def test_a_killed_kernel_is_explained_in_plain_words(tmp_path):
+    """A kernel the system kills (as the OOM killer does) names the stage and what to lower."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    dying = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "transferlab", "language": "python", "display_name": "t"}}
+    )
+    parameters = nbformat.v4.new_code_cell('config = ""\noverrides = ""')
+    parameters.metadata["tags"] = ["parameters"]
+    dying.cells = [
+        parameters,
+        nbformat.v4.new_code_cell("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
+    ]
+    nbformat.write(dying, folder / STAGES["evaluate"].notebook)
+    with pytest.raises(NotebookFailed) as failure:
+        run_notebook("evaluate", DEMO, tiny_overrides(tmp_path), folder)
+    message = str(failure.value)
+    assert "the evaluate stage stopped" in message and "kernel" in message
+    assert "ran out of memory" in message and "eval.tta=0" in message
+    assert "DeadKernelError" not in message

@@ -71,6 +71,7 @@ def run_notebook(
     produced (or of a new run directory when it failed before producing one).
     """
     import papermill
+    from nbclient.exceptions import DeadKernelError
 
     cfg = load_config(config, overrides)  # fail here, before starting a kernel, on a bad config
     notebook, stage = STAGES[target].notebook, STAGES[target].run_kind
@@ -92,12 +93,21 @@ def run_notebook(
         )
     except papermill.PapermillExecutionError as err:
         error = f"{notebook} failed: {err.ename}: {err.evalue}"
+    except DeadKernelError:
+        error = (
+            f"the {target} stage stopped: its notebook's kernel ({notebook}) died, which most "
+            "often means the machine ran out of memory and the system killed it. To use less "
+            f"memory, {STAGES[target].memory_hint}."
+        )
+        if target.startswith("train-"):
+            error += " Finished epochs are kept: the same command resumes after them."
     run_dir = run_dir_touched_since(cfg, stage, started)
     if run_dir is None:
         run_dir = new_run_dir(cfg.output_dir, cfg.experiment, stage)
     executed = run_dir / "notebooks" / notebook
     executed.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, executed)
+    if staging.is_file():  # a kernel that died early may leave no copy
+        os.replace(staging, executed)
     if error:
         raise NotebookFailed(error, executed)
     return executed

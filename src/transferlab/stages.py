@@ -20,6 +20,8 @@ class Stage:
     run_kind: str
     help: str
     args: tuple = ()
+    # What to lower when the stage runs out of memory.
+    memory_hint: str = "lower train.batch_size (e.g. SET='train.batch_size=16')"
 
     def run(self, cfg: Config) -> object:
         module_name, function_name = self.function.split(":")
@@ -37,6 +39,7 @@ STAGES = {
         "phase1",
         "Train the head on the frozen backbone",
         ("phase1",),
+        "lower train.batch_size, or data.input_size / model.image_size",
     ),
     "train-phase2": Stage(
         "transferlab.training:train_phase",
@@ -44,12 +47,23 @@ STAGES = {
         "phase2",
         "Fine-tune from phase2.unfreeze_from",
         ("phase2",),
+        "lower train.batch_size (fine-tuning holds activations for backprop), or unfreeze "
+        "less (phase2.unfreeze_from=conv5)",
     ),
     "evaluate": Stage(
-        "transferlab.evaluation:evaluate", "04_evaluate.ipynb", "evaluate", "Evaluate on a split"
+        "transferlab.evaluation:evaluate",
+        "04_evaluate.ipynb",
+        "evaluate",
+        "Evaluate on a split",
+        memory_hint="lower train.batch_size (evaluation reads in training's batches), or "
+        "turn TTA off (eval.tta=0)",
     ),
     "gradcam": Stage(
-        "transferlab.evaluation:run_gradcam", "05_gradcam.ipynb", "gradcam", "Grad-CAM grids"
+        "transferlab.evaluation:run_gradcam",
+        "05_gradcam.ipynb",
+        "gradcam",
+        "Grad-CAM grids",
+        memory_hint="lower eval.gradcam_images or train.batch_size",
     ),
     "report": Stage(
         "transferlab.reports:write_day_checkpoint",
