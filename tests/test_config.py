@@ -65,6 +65,19 @@ def test_unknown_key_in_yaml_names_file(tmp_path):
         ({"train.xla": "yes"}, r"train.xla='yes' must be true or false"),
         ({"data": 3}, r"'data' is a section"),
         ({"phase1.learning_rate": 5}, r"phase1.learning_rate=5.0: must be in \(0, 1\)"),
+        (
+            {"phase2.warmup_epochs": 2},
+            r"phase2.warmup_epochs=2 is used only by the cosine schedule; "
+            r"phase2.schedule=constant would ignore it",
+        ),
+        (
+            {"phase1.warmup_epochs": 1, "phase1.schedule": "onecycle"},
+            r"phase1.schedule=onecycle would ignore it",
+        ),
+        (
+            {"phase1.warmup_epochs": 1, "phase1.schedule": "plateau"},
+            r"phase1.schedule=plateau would ignore it. Set phase1.schedule=cosine",
+        ),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(override, message):
@@ -95,3 +108,36 @@ def test_saved_config_round_trips(cfg, tmp_path):
     path = cfg.save(tmp_path / "run" / "config.json")
     restored = config_from_dict(json.loads(path.read_text()))
     assert restored == cfg
+
+
+def test_warmup_with_cosine_is_fine():
+    cfg = load_config(None, {"phase1.warmup_epochs": 1, "phase1.schedule": "cosine"})
+    assert cfg.phase1.warmup_epochs == 1
+
+
+BOXES = {"data.kind": "csv", "data.data_dir": "x.csv", "data.boxes_column": "boxes"}
+
+
+def test_fusion_with_boxes_refuses_augmentation_that_moves_pixels():
+    with pytest.raises(
+        ConfigError,
+        match=r"model.augmentation \['flip', 'randaugment'\] moves the pixels, but a fusion "
+        r"model reads the boxes \(data.boxes_column=boxes\) as numbers",
+    ):
+        load_config(
+            None,
+            {**BOXES, "model.inputs": "fusion", "model.augmentation": ["flip", "randaugment"]},
+        )
+    # Pixels that stay put, ROI (cropped before augmenting) and metadata alone are fine.
+    load_config(None, {**BOXES, "model.inputs": "fusion", "model.augmentation": ["contrast"]})
+    load_config(None, {**BOXES, "model.inputs": "roi", "model.augmentation": ["flip"]})
+    load_config(
+        None,
+        {
+            "data.kind": "csv",
+            "data.data_dir": "x.csv",
+            "data.metadata_columns": ["age"],
+            "model.inputs": "fusion",
+            "model.augmentation": ["flip", "zoom"],
+        },
+    )

@@ -19,6 +19,8 @@ AUGMENTATIONS = (
     "mixup",
     "cutmix",
 )
+# Augmentations that move pixels (randaugment rotates, shears and translates).
+GEOMETRIC_AUGMENTATIONS = ("flip", "rotation", "zoom", "translation", "randaugment")
 
 
 class ConfigError(ValueError):
@@ -131,6 +133,13 @@ class PhaseConfig:
     def check(self, section: str) -> None:
         check_min(f"{section}.epochs", self.epochs, 0)
         check_min(f"{section}.warmup_epochs", self.warmup_epochs, 0)
+        if self.warmup_epochs and self.schedule != "cosine":
+            # onecycle warms up by itself; constant and plateau have no warm-up.
+            raise ConfigError(
+                f"{section}.warmup_epochs={self.warmup_epochs} is used only by the cosine "
+                f"schedule; {section}.schedule={self.schedule} would ignore it. Set "
+                f"{section}.schedule=cosine, or {section}.warmup_epochs=0"
+            )
         check_min(f"{section}.patience", self.patience, 0)
         if not 0 < self.learning_rate < 1:
             raise ConfigError(f"{section}.learning_rate={self.learning_rate}: must be in (0, 1)")
@@ -288,6 +297,15 @@ class Config:
             raise ConfigError(
                 f"model.augmentation {mixing} mixes images only; with model.inputs={mode} "
                 "use per-image augmentations (flip, rotation, ...)"
+            )
+        moving = [a for a in self.model.augmentation if a in GEOMETRIC_AUGMENTATIONS]
+        if mode == "fusion" and data.boxes_column and moving:
+            # ROI models crop before augmenting, so only fusion feeds boxes beside moved pixels.
+            raise ConfigError(
+                f"model.augmentation {moving} moves the pixels, but a fusion model reads the "
+                f"boxes (data.boxes_column={data.boxes_column}) as numbers that would not move "
+                "with them. Use contrast or brightness, or model.inputs=roi (it crops to the "
+                "box before augmenting), or fusion on metadata alone (no data.boxes_column)"
             )
 
     @property
