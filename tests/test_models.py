@@ -129,6 +129,19 @@ def test_stochastic_depth_drops_whole_samples_only_when_training():
     assert 10 < (per_sample[:, 0] == 0).sum() < 54
 
 
+def test_frozen_small_resnet_has_no_stochastic_depth(cfg):
+    cfg.model.backbone, cfg.model.weights, cfg.model.image_size = "small_resnet", "none", 16
+    model = build_model(cfg, num_classes=3, input_size=16)
+    backbone = model.get_layer("backbone")
+    x = images(32, 16).astype("float32")
+    # Frozen (phase 1): training computes the features the cached phase 1 computes once.
+    # With stochastic depth on, some of 32 samples would lose a block (chance ~1 - 1e-6).
+    np.testing.assert_array_equal(backbone(x, training=True), backbone(x, training=False))
+    unfreeze_from(model, "conv5")
+    drops = {la.name: la.trainable for la in backbone.layers if isinstance(la, StochasticDepth)}
+    assert drops["conv5_block2_drop"] and not drops["conv4_block2_drop"]
+
+
 def test_unfreeze_from_conv5_trains_conv5_only_and_keeps_batchnorm_frozen(cfg):
     model = build_model(cfg, num_classes=3, input_size=8)
     backbone = model.get_layer("backbone")

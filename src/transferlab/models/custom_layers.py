@@ -49,7 +49,11 @@ class Preprocess(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="transferlab")
 class StochasticDepth(layers.Layer):
-    """Drop a residual branch for whole samples while training (Huang et al., 2016)."""
+    """Drop a residual branch for whole samples while training (Huang et al., 2016).
+
+    Off while the layer is frozen: a frozen backbone then computes the same features in
+    training as the feature-cached phase 1 computes once, in inference.
+    """
 
     def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -58,7 +62,7 @@ class StochasticDepth(layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, x, training=None):
-        if not training or self.rate == 0:
+        if not training or not self.trainable or self.rate == 0:
             return x
         keep = 1.0 - self.rate
         shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
