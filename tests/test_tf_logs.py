@@ -1,0 +1,43 @@
+"""TensorFlow's C++ start-up noise is hidden unless the user sets TF_CPP_MIN_LOG_LEVEL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from transferlab.tf_logs import NOISE, QuietImport, filtered_stderr, quiet_tensorflow
+
+from .conftest import ROOT
+
+CUDART = (
+    "I0000 00:00:1795471443.826835    5888 cudart_stub.cc:31] Could not find cuda drivers on "
+    "your machine, GPU will not be used.\n"
+)
+ABSL = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+
+
+def test_filtered_stderr_drops_the_noise_and_keeps_the_rest(capfd):
+    with filtered_stderr(NOISE):
+        os.write(2, (ABSL + CUDART + "E0000 real trouble\n" + CUDART + "more\n").encode())
+    assert capfd.readouterr().err == "E0000 real trouble\nmore\n"
+
+
+def test_a_level_the_user_set_is_left_alone(monkeypatch):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    quiet_tensorflow()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    assert not any(isinstance(finder, QuietImport) for finder in sys.meta_path)
+
+
+@pytest.mark.slow
+def test_importing_tensorflow_through_transferlab_prints_no_noise():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = "import transferlab, tensorflow as tf; print(len(tf.config.list_physical_devices()))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert not any(line in result.stderr for line in NOISE), result.stderr
