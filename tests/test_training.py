@@ -82,10 +82,17 @@ def test_phase1_leaves_the_backbone_bit_identical(two_phases):
     assert not np.array_equal(trained["logits/kernel"], start["logits/kernel"])
 
 
+def last_checkpoint(cfg, phase: str):
+    """The model a phase trained last, from the checkpoint its state file names."""
+    folder = Path(cfg.checkpoints_dir) / cfg.model_name
+    state = json.loads((folder / f"{phase}_state.json").read_text())
+    return load_model(folder / state["last_file"])
+
+
 def test_phase2_changes_conv5_and_head_only_and_no_batchnorm_statistics(two_phases):
     cfg, _, phase1, phase2 = two_phases
     before = load_model(phase1.model_path)
-    after = load_model(phase2.model_path)
+    after = last_checkpoint(cfg, "phase2")
     changed = {
         w.path
         for w, v in zip(before.weights, after.weights, strict=True)
@@ -107,6 +114,8 @@ def test_evaluate_on_val_reproduces_the_best_epoch(two_phases, phase):
 
     cfg, _, *results = two_phases
     result = dict(zip(["phase1", "phase2"], results, strict=True))[phase]
+    if result.summary.get("kept_phase1"):
+        result = results[0]  # phase 2 never beat phase 1: phase 1's model is the best
     history = pd.read_csv(result.run_dir / "metrics.csv").set_index("epoch")
     best = history.loc[result.best_epoch]
     measured = evaluate(cfg, model_path=result.model_path, split="val").metrics
@@ -126,10 +135,13 @@ def test_run_directory_files(two_phases):
         assert metrics["epoch"].tolist() == list(range(1, epochs + 1))
         assert metrics[["val_accuracy", "val_macro_f1", "accuracy"]].stack().between(0, 1).all()
         summary = json.loads((run / "summary.json").read_text())
-        assert summary["best_epoch"] == int(metrics["val_accuracy"].idxmax()) + 1
-        assert summary["best_metrics"]["val_accuracy"] == pytest.approx(
-            metrics["val_accuracy"].max()
-        )
+        if summary.get("kept_phase1"):
+            assert summary["best_epoch"] == 0  # no epoch beat phase 1's best
+        else:
+            assert summary["best_epoch"] == int(metrics["val_accuracy"].idxmax()) + 1
+            assert summary["best_metrics"]["val_accuracy"] == pytest.approx(
+                metrics["val_accuracy"].max()
+            )
         assert summary["stop_reason"] == "completed"
         assert summary["epochs_run"] == epochs
         assert (
@@ -147,13 +159,20 @@ def test_run_directory_files(two_phases):
     # Phase 1 trains the head only; phase 2 adds conv5's kernels.
     assert s1["trainable_params"] == 2048 * 10 + 10
     assert s2["trainable_params"] > 10 * s1["trainable_params"]
-    assert Path(cfg.checkpoints_dir, "demo", "phase2_last.keras").is_file()
+    # Phase 2 had to beat phase 1's best to count: the summary says which model won.
+    assert s2["phase1_best"] == pytest.approx(phase1.best_metrics["val_accuracy"])
+    if s2["kept_phase1"]:
+        assert phase2.model_path == phase1.model_path and phase2.best_epoch == 0
+        assert not Path(s2["model_path"]).exists()
+    else:
+        assert phase2.best_metrics["val_accuracy"] > s2["phase1_best"]
 
 
 def test_val_macro_f1_is_computed_over_the_whole_validation_set(two_phases):
     cfg, _, _, phase2 = two_phases
     images, labels = val_images(cfg)
-    predicted = load_model(phase2.model_path).predict(images, verbose=0).argmax(axis=1)
+    # The model phase 2's one epoch ended with, whether or not it beat phase 1.
+    predicted = last_checkpoint(cfg, "phase2").predict(images, verbose=0).argmax(axis=1)
     row = pd.read_csv(phase2.run_dir / "metrics.csv").iloc[0]
     expected = f1_score(labels, predicted, average="macro", labels=range(10), zero_division=0)
     assert row["val_macro_f1"] == pytest.approx(expected, abs=1e-5)
@@ -181,6 +200,30 @@ def test_feature_cached_phase1_matches_end_to_end(tmp_path):
     full_times = pd.read_csv(full_run.run_dir / "metrics.csv")["epoch_time"]
     # Once traced, a cached epoch skips the backbone entirely.
     assert cached_times.iloc[-1] < 0.5 * full_times.iloc[-1]
+
+
+def test_a_fine_tune_that_never_beats_phase1_keeps_phase1s_model(tmp_path):
+    from transferlab.evaluation import default_model_path
+
+    cfg = tiny_config(
+        tmp_path,
+        model__backbone="small_resnet",
+        phase1__epochs=3,
+        phase2__epochs=1,
+        # A learning rate this high wrecks the backbone: phase 2 cannot beat phase 1.
+        phase2__optimizer="sgd",
+        phase2__learning_rate=0.9,
+        phase2__unfreeze_from="all",
+    )
+    phase1 = train_phase(cfg, "phase1")
+    phase2 = train_phase(cfg, "phase2")
+    summary = phase2.summary
+    assert summary["kept_phase1"] is True and summary["best_model_phase"] == "phase1"
+    assert phase2.best_epoch == 0 and phase2.model_path == phase1.model_path
+    assert not Path(summary["model_path"]).exists()  # no worse phase 2 model is written
+    assert default_model_path(cfg) == phase1.model_path
+    history = pd.read_csv(phase2.run_dir / "metrics.csv")
+    assert (history["val_accuracy"] <= summary["phase1_best"]).all()
 
 
 def test_phase2_without_a_phase1_model_says_what_to_run(tmp_path):
@@ -354,7 +397,8 @@ def test_a_run_killed_mid_phase_resumes_and_keeps_the_true_best(tmp_path, cached
     best_model = load_model(result.model_path)
     accuracy = (best_model.predict(images, verbose=0).argmax(axis=1) == labels).mean()
     assert accuracy == pytest.approx(metrics["val_accuracy"].max(), abs=1e-6)
-    last = keras.models.load_model(Path(cfg.checkpoints_dir) / "demo" / "phase1_last.keras")
+    state = json.loads(state_file.read_text())
+    last = keras.models.load_model(Path(cfg.checkpoints_dir) / "demo" / state["last_file"])
     # The optimizer's step count went on from the checkpoint: 5 steps per epoch.
     assert int(last.optimizer.iterations.numpy()) == epochs * 5
 

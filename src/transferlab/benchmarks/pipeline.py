@@ -38,7 +38,7 @@ def stream_folder(root: str, input_size: int, batch_size: int, repeats: int) -> 
 
     cfg = load_config(None, {"data.kind": "folder", "data.data_dir": root})
     dataset = load_dataset(cfg)
-    ds = make_tf_dataset(dataset, dataset.table, batch_size, input_size, training=True)
+    ds = make_tf_dataset(dataset, dataset.table, batch_size, input_size, epochs=(0, 1))
 
     def one_pass():
         for _ in ds:

@@ -157,6 +157,9 @@ class TrainConfig:
     xla: bool = False
     # Cache backbone features in phase 1 when no augmentation is active.
     cache_features: bool = True
+    # Deterministic ops: a run, interrupted and resumed or not, gives the same weights bit
+    # for bit (slower on a GPU). Shuffling and dropout are seeded per epoch either way.
+    deterministic: bool = False
 
     def check(self) -> None:
         check_min("train.batch_size", self.batch_size, 1)
@@ -293,6 +296,12 @@ class Config:
                 f"data.max_boxes={data.max_boxes}"
             )
         mixing = sorted(set(self.model.augmentation) & {"mixup", "cutmix"})
+        if self.train.deterministic and mixing:
+            raise ConfigError(
+                f"train.deterministic cannot replay model.augmentation {mixing} (they draw "
+                "their mixing from the input pipeline's own random state); drop them or set "
+                "train.deterministic=false"
+            )
         if mode != "image" and mixing:
             raise ConfigError(
                 f"model.augmentation {mixing} mixes images only; with model.inputs={mode} "

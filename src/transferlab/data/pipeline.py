@@ -32,11 +32,17 @@ def make_tf_dataset(
     split: pd.DataFrame,
     batch_size: int,
     input_size: int,
-    training: bool = False,
+    epochs: tuple[int, int] | None = None,
     seed: int = 0,
     side_names: tuple[str, ...] | list[str] = (),
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (uint8 images, int labels) for one split table.
+
+    ``epochs=None``: one pass in the split's order (validation, evaluation).
+    ``epochs=(first, end)``: training's batches for epochs first..end-1, each epoch in
+    its own order drawn from (seed, epoch), so a run resumed at epoch k sees what an
+    uninterrupted run saw from epoch k on. Fit it with ``steps_per_epoch``.
 
     With ``side_names`` ("metadata", "boxes", "box_mask") each element's input is a dict
     of those arrays plus "image", as fusion and ROI models take it.
@@ -46,35 +52,54 @@ def make_tf_dataset(
     rows = dataset.rows(split["sample_id"])
     labels = dataset.table["label"].to_numpy()[rows].astype(np.int32)
     side = side_arrays(dataset, rows, side_names)
-
-    def on_image(fn):
-        # Apply ``fn`` to the image, whether it stands alone or sits in the inputs dict.
-        if side:
-            return lambda x, y: ({**x, "image": fn(x["image"])}, y)
-        return lambda x, y: (fn(x), y)
-
     if dataset.in_memory:
         images = dataset.images[rows]
-        ds = tf.data.Dataset.from_tensor_slices(
-            ({"image": images, **side} if side else images, labels)
-        )
+        read = None
         if images.shape[1:3] != (input_size, input_size):
-            ds = ds.map(on_image(lambda x: resize_in_graph(x, input_size)), tf.data.AUTOTUNE)
+            read = on_image(lambda x: resize_in_graph(x, input_size), bool(side))
     else:
-        paths = dataset.table["path"].to_numpy()[rows].astype(str)
-        ds = tf.data.Dataset.from_tensor_slices(
-            ({"image": paths, **side} if side else paths, labels)
+        # Paths, not pixels, are shuffled and sliced: pixels are read batch by batch.
+        images = dataset.table["path"].to_numpy()[rows].astype(str)
+        read = on_image(lambda path: decode_file(path, input_size), bool(side))
+    columns = ({"image": images, **side} if side else images, labels)
+    if epochs is None:
+        ds = tf.data.Dataset.from_tensor_slices(columns)
+        if read:
+            ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return epoch_batches(columns, batch_size, seed, epochs, read, drop_remainder)
+
+
+def on_image(fn, has_side: bool):
+    """Apply ``fn`` to the image of an (inputs, label) pair, alone or in the inputs dict."""
+    if has_side:
+        return lambda x, y: ({**x, "image": fn(x["image"])}, y)
+    return lambda x, y: (fn(x), y)
+
+
+def epoch_batches(
+    columns, batch_size: int, seed: int, epochs: tuple[int, int], prepare=None, drop_remainder=False
+):
+    """Batches of each epoch in ``range(*epochs)``, in an order drawn from (seed, epoch).
+
+    Batches never straddle two epochs, so ``ceil(count / batch_size)`` steps are one epoch
+    (``count // batch_size`` with ``drop_remainder``).
+    """
+    columns = tf.nest.map_structure(tf.constant, columns)
+    count = int(tf.nest.flatten(columns)[0].shape[0])
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
         )
-    if training:
-        # Shuffle paths or pixels before decoding: the buffer then holds the whole split cheaply.
-        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    if not dataset.in_memory:
-        ds = ds.map(
-            on_image(lambda path: decode_file(path, input_size)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=not training,
+        ds = tf.data.Dataset.from_tensor_slices(order).map(
+            lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), columns)
         )
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        if prepare:
+            ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    return tf.data.Dataset.range(*epochs).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
 def side_arrays(dataset: ImageDataset, rows: np.ndarray, names) -> dict[str, np.ndarray]:
@@ -111,12 +136,14 @@ def labels_of(dataset: ImageDataset, split: pd.DataFrame) -> np.ndarray:
     return dataset.table["label"].to_numpy()[dataset.rows(split["sample_id"])]
 
 
-def feature_dataset(features, dataset, split, batch, num_classes, seed, cfg) -> tf.data.Dataset:
-    """One split's features and labels, batched (and shuffled) like its images were.
+def feature_dataset(
+    features, dataset, split, batch, num_classes, cfg, epochs=None, drop_remainder=False
+) -> tf.data.Dataset:
+    """One split's features and labels, batched (and, given ``epochs``, shuffled) like its images.
 
     A fusion head takes its metadata and boxes beside the features, as the full model does.
     """
-    labels = tf.one_hot(labels_of(dataset, split), num_classes)
+    labels = np.eye(num_classes, dtype=np.float32)[labels_of(dataset, split)]
     inputs = features
     if cfg.model.inputs == "fusion":
         names = side_input_names(cfg)
@@ -124,8 +151,8 @@ def feature_dataset(features, dataset, split, batch, num_classes, seed, cfg) -> 
             "features": features,
             **side_arrays(dataset, dataset.rows(split["sample_id"]), names),
         }
-    ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
-    if seed is not None:
-        # Same length, buffer and seed as make_tf_dataset: the same order as the images.
-        ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+    if epochs is None:
+        ds = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch)
+        return ds.prefetch(tf.data.AUTOTUNE)
+    # Same count, seed and epochs as make_tf_dataset: the same order as the images.
+    return epoch_batches((inputs, labels), batch, cfg.seed, epochs, None, drop_remainder)

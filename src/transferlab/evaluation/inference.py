@@ -29,11 +29,18 @@ from transferlab.runs import best_model_path, read_json, write_text
 
 
 def default_model_path(cfg: Config) -> Path:
-    """The best model of the latest phase: phase 2 if it was trained, else phase 1."""
-    for phase in ("phase2", "phase1"):
-        path = best_model_path(cfg, phase)
-        if path.is_file():
-            return path
+    """The experiment's best model: phase 2's, else phase 1's.
+
+    Phase 2 writes its best model only when it beats phase 1's best score; one older
+    than phase 1's model was fine-tuned from an earlier phase 1 and is passed over.
+    """
+    phase1, phase2 = best_model_path(cfg, "phase1"), best_model_path(cfg, "phase2")
+    if phase2.is_file() and (
+        not phase1.is_file() or phase2.stat().st_mtime >= phase1.stat().st_mtime
+    ):
+        return phase2
+    if phase1.is_file():
+        return phase1
     raise FileNotFoundError(
         f"no best model of experiment {cfg.experiment!r} in {cfg.models_dir} "
         f"({cfg.model_name}_phase2_best.keras or _phase1_best.keras); run `make train-phase1` first"

@@ -4,7 +4,13 @@ Run directories, best-model and checkpoint paths, atomic writes, and the
 ``metrics.csv`` / ``summary.json`` files every stage reads back.
 """
 
-from transferlab.runs.files import atomic_path, read_json, write_json, write_text, write_with
+from transferlab.runs.files import (
+    atomic_path,
+    read_json,
+    write_json,
+    write_text,
+    write_with,
+)
 from transferlab.runs.paths import (
     PhasePaths,
     best_model_path,

@@ -16,24 +16,49 @@ from typing import Any
 
 
 @contextmanager
-def atomic_path(path: str | Path, suffix: str = ""):
-    """Yield a temporary path beside ``path``; rename it into place if the block succeeds."""
+def atomic_path(path: str | Path, suffix: str = "", durable: bool = False):
+    """Yield a temporary path beside ``path``; rename it into place if the block succeeds.
+
+    ``durable``: flush the file and its folder to disk, so that after a power cut or a
+    kill the new file is there whole or the old one is (checkpoints need this).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent
     )
     os.close(fd)
+    # mkstemp makes the file private (0600); give it the mode open() would have.
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         yield Path(tmp)
+        if durable:
+            sync_file(tmp)
         os.replace(tmp, path)
+        if durable:
+            sync_file(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def sync_file(path: str | Path) -> None:
+    """fsync a file or a folder (a folder's entry for a renamed file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text(path: str | Path, text: str, durable: bool = False) -> Path:
+    with atomic_path(path, durable=durable) as tmp:
         tmp.write_text(text)
     return Path(path)
 
@@ -54,9 +79,9 @@ def read_json(path: str | Path) -> Any:
         ) from None
 
 
-def write_with(path: str | Path, writer: Callable[[Path], Any]) -> Path:
+def write_with(path: str | Path, writer: Callable[[Path], Any], durable: bool = False) -> Path:
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=durable) as tmp:
         writer(tmp)
     return Path(path)
 

@@ -49,18 +49,20 @@ def splits_dir(cfg) -> Path:
 class PhasePaths:
     """Where one phase of one experiment keeps its models and resumable state."""
 
+    # The phase's best model, where evaluation and the next phase read it.
     best: Path
-    last: Path
+    # The checkpoint folder: <phase>_state.json names the checkpoints in it.
+    folder: Path
     state: Path
-    # Feature-cached phase 1 keeps its best head here; the full model is written at the end.
-    best_head: Path
+    # Held while the phase runs, so a second run of it stops at once.
+    lock: Path
 
     @classmethod
     def of(cls, cfg, phase: str) -> PhasePaths:
         folder = Path(cfg.checkpoints_dir) / cfg.model_name
         return cls(
             best=best_model_path(cfg, phase),
-            last=folder / f"{phase}_last.keras",
+            folder=folder,
             state=folder / f"{phase}_state.json",
-            best_head=folder / f"{phase}_best_head.keras",
+            lock=folder / f"{phase}.lock",
         )

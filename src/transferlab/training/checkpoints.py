@@ -2,43 +2,22 @@
 
 Early stopping and best-model selection live in one callback (rather than Keras's
 EarlyStopping and ModelCheckpoint) because their counters must survive a restart:
-they are written with every checkpoint and read back on resume.
+they are part of the phase state, committed with every checkpoint and read back on
+resume.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import ops
 
-from transferlab.config import Config
-from transferlab.runs import PhasePaths, atomic_path, metrics_row, read_json, write_metrics
-
-
-def config_fingerprint(cfg: Config) -> dict:
-    # Round-trip through JSON so it compares equal to what the state file holds.
-    return json.loads(json.dumps(cfg.to_dict()))
-
-
-def resumable_state(paths: PhasePaths, cfg: Config) -> dict | None:
-    """The saved state of an interrupted run of this phase with this config, or None."""
-    if not (paths.state.is_file() and paths.last.is_file()):
-        return None
-    state = read_json(paths.state)
-    if state.get("finished"):
-        return None
-    if state.get("config") != config_fingerprint(cfg):
-        print(
-            f"[transferlab] {paths.state} is from a run with another config; starting afresh",
-            flush=True,
-        )
-        return None
-    return state
+from transferlab.runs import PhasePaths, metrics_row, write_metrics
+from transferlab.training.state import PhaseState, commit
 
 
 class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
@@ -63,31 +42,46 @@ class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
         }
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """At each epoch end: log a row, keep the best model, save a resumable checkpoint.
+class ReseedEachEpoch(keras.callbacks.Callback):
+    """Start every epoch's random streams (dropout, augmentation) from (seed, epoch).
 
-    ``state`` is the dict written to the state file: epoch (completed, from 1), best,
-    best_epoch, wait, stop_reason, run_dir, ... It is updated in place. The model being
-    fit is saved to ``best_path`` when it improves: the full model, or in feature-cached
-    phase 1 the head alone. ``rows`` are the metrics.csv rows so far.
+    Keras keeps them in seed-generator variables that a saved model does not hold; set
+    from the epoch number, a run resumed at epoch k draws what an uninterrupted run drew.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        generators = [v for v in self.model.variables if "seed_generator_state" in v.path]
+        for index, variable in enumerate(generators):
+            start = np.array([self.seed, epoch * 1000 + index], dtype=variable.dtype)
+            variable.assign(start)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """At each epoch end: log a row, update the phase state, commit a checkpoint.
+
+    ``state`` is updated in place; ``rows`` are the metrics.csv rows so far. The model
+    being fit is what is checkpointed: the full model, or in feature-cached phase 1
+    the head alone.
     """
 
     def __init__(
         self,
         paths: PhasePaths,
-        state: dict,
+        state: PhaseState,
         rows: list[dict],
         metrics_path: Path,
-        monitor: str,
         patience: int,
-        best_path: Path,
         plateau: ResumablePlateau | None = None,
         write: bool = True,
     ):
         super().__init__()
         self.paths, self.state, self.rows = paths, state, rows
-        self.metrics_path, self.monitor, self.patience = metrics_path, monitor, patience
-        self.best_path, self.plateau, self.write = best_path, plateau, write
+        self.metrics_path, self.patience = metrics_path, patience
+        self.plateau, self.write = plateau, write
         self.nan_batch: tuple[int, int] | None = None
         self.started = time.perf_counter()
         self.epoch = 0
@@ -110,28 +104,19 @@ class EpochCheckpoint(keras.callbacks.Callback):
         learning_rate = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = metrics_row(epoch + 1, logs, learning_rate, time.perf_counter() - self.started)
         self.rows.append(row)
-        value = row[self.monitor]
-        improved = value > self.state["best"]
+        state = self.state
+        value = row[state.monitor]
+        improved = value > state.best
         if improved:
-            self.state.update(best=value, best_epoch=epoch + 1, wait=0)
+            state.best, state.best_epoch, state.wait = value, epoch + 1, 0
         else:
-            self.state["wait"] += 1
-        self.state["epoch"] = epoch + 1
+            state.wait += 1
+        state.epoch = epoch + 1
         if self.plateau is not None:
-            self.state["plateau"] = self.plateau.state()
-        if self.patience and self.state["wait"] >= self.patience:
-            self.state["stop_reason"] = "early_stopping"
+            state.plateau = self.plateau.state()
+        if self.patience and state.wait >= self.patience:
+            state.stop_reason = "early_stopping"
             self.model.stop_training = True
         if self.write:
             write_metrics(self.metrics_path, self.rows)
-            self.save(improved)
-
-    def save(self, improved: bool) -> None:
-        # Every file goes to a temporary name first; the renames happen together at
-        # the end, state last, so a kill leaves either the old or the new checkpoint.
-        with ExitStack() as stack:
-            state_tmp = stack.enter_context(atomic_path(self.paths.state))
-            state_tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True) + "\n")
-            self.model.save(stack.enter_context(atomic_path(self.paths.last)))
-            if improved:
-                self.model.save(stack.enter_context(atomic_path(self.best_path)))
+            commit(state, self.paths, self.model, improved)

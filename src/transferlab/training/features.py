@@ -59,11 +59,14 @@ def stats_of(model: keras.Model) -> dict | None:
     return {"mean": layer.mean, "variance": layer.variance}
 
 
-def feature_datasets(extractor, dataset, splits, size, batch, num_classes, seed, cfg):
+def feature_datasets(
+    extractor, dataset, splits, size, batch, num_classes, cfg, epochs, drop_remainder=False
+):
     """Pooled backbone features of the train and val splits, computed once.
 
-    Returns the train and val feature datasets and a checksum of the features, which a
-    resumed run compares to be sure its backbone is the interrupted run's.
+    Returns the train feature batches for ``epochs`` (first, end), the val feature
+    batches, and a checksum of the features, which a resumed run compares to be sure
+    its backbone is the interrupted run's.
     """
     names = side_input_names(cfg)
     both = pd.concat([splits.train, splits.val])
@@ -76,7 +79,9 @@ def feature_datasets(extractor, dataset, splits, size, batch, num_classes, seed,
     features = extractor.predict(images, verbose=0).astype(np.float32)[: len(both)]
     cut = len(splits.train)
     return (
-        feature_dataset(features[:cut], dataset, splits.train, batch, num_classes, seed, cfg),
-        feature_dataset(features[cut:], dataset, splits.val, batch, num_classes, None, cfg),
+        feature_dataset(
+            features[:cut], dataset, splits.train, batch, num_classes, cfg, epochs, drop_remainder
+        ),
+        feature_dataset(features[cut:], dataset, splits.val, batch, num_classes, cfg),
         float(np.abs(features).sum(dtype=np.float64)),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,17 +37,28 @@ from transferlab.models import (
     side_input_names,
     unfreeze_from,
 )
-from transferlab.runs import PhasePaths, new_run_dir, read_metrics, write_json, write_with
-from transferlab.training.checkpoints import (
-    EpochCheckpoint,
-    ResumablePlateau,
-    config_fingerprint,
-    resumable_state,
+from transferlab.runs import (
+    PhasePaths,
+    new_run_dir,
+    read_json,
+    read_metrics,
+    write_json,
+    write_with,
 )
+from transferlab.training.checkpoints import EpochCheckpoint, ReseedEachEpoch, ResumablePlateau
 from transferlab.training.curves import plot_curves
 from transferlab.training.features import feature_datasets, metadata_stats, stats_of
 from transferlab.training.optim import class_weights, compile_model, make_optimizer
 from transferlab.training.runtime import choose_strategy, describe_device, is_chief, set_precision
+from transferlab.training.state import (
+    PhaseLock,
+    PhaseState,
+    file_hash,
+    fingerprint,
+    load_state,
+    new_state,
+    save_state,
+)
 
 
 class TrainingError(RuntimeError):
@@ -97,94 +109,107 @@ def train_phase(
     ``callbacks`` are Keras callbacks of your own; they run after transferlab's, so at
     each epoch's end they see its metrics row and checkpoint already written.
 
-    Writes models/<experiment>_<phase>_best.keras, checkpoints/<experiment>/<phase>_last.keras
-    (+ _state.json) and a run directory with config.json, metrics.csv, summary.json,
-    figures/training_curves.png and tensorboard/ logs.
+    Writes models/<experiment>_<phase>_best.keras, checkpoints/<experiment>/ (the phase
+    state and the checkpoints it names) and a run directory with config.json,
+    metrics.csv, summary.json, figures/training_curves.png and tensorboard/ logs.
+    Phase 2 keeps phase 1's model as the best unless it beats phase 1's best score.
     """
+    paths = PhasePaths.of(cfg, phase)
+    with PhaseLock(paths.lock, f"{phase} of experiment {cfg.model_name!r}"):
+        return run_phase(cfg, phase, paths, strategy, callbacks)
+
+
+def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     phase_cfg = cfg.phase(phase)
     started = time.perf_counter()
-    paths = PhasePaths.of(cfg, phase)
-    phase1_best = PhasePaths.of(cfg, "phase1").best
-    if phase == "phase2" and not phase1_best.is_file():
-        raise FileNotFoundError(
-            f"phase 2 starts from {phase1_best}, which does not exist: "
-            "run `make train-phase1` (same CONFIG and SET) first"
-        )
-    # One seed fixes the splits, the initial weights, dropout and the shuffling order.
-    keras.utils.set_random_seed(cfg.seed)
+    start = phase1_start(cfg, phase)
+    configure_randomness(cfg)
     policy = set_precision(cfg.train.mixed_precision)
     strategy = strategy or choose_strategy()
     dataset = load_dataset(cfg)
     splits = prepare_splits(cfg, dataset)
-    state = resumable_state(paths, cfg)
+    state = load_state(paths, fingerprint(cfg, phase), start.model_hash)
     if state is None:
-        paths.state.unlink(missing_ok=True)
-        run_dir = new_run_dir(cfg.output_dir, cfg.experiment, phase)
-        cfg.save(run_dir / "config.json")
-        write_skipped(run_dir / "skipped.csv", dataset.skipped)
-        state = fresh_state(cfg, phase, run_dir)
+        state = begin_run(cfg, phase, paths, dataset, start)
     else:
-        run_dir = Path(state["run_dir"])
-        print(
-            f"[transferlab] resuming {phase} after epoch {state['epoch']} in {run_dir}", flush=True
-        )
+        print(f"[transferlab] resuming {phase} after epoch {state.epoch} in {state.run_dir}")
+    run_dir = Path(state.run_dir)
     cached = phase == "phase1" and cfg.train.cache_features and not cfg.model.augmentation
-    state["feature_cached"] = cached
+    state.feature_cached = cached
     num_classes = dataset.num_classes
 
     with strategy.scope():
         size = input_size_for(cfg, dataset)
         stats = metadata_stats(cfg, dataset, splits)
-        full = starting_model(cfg, phase, state, num_classes, size, stats)
-        data = make_data(cfg, dataset, splits, size, full if cached else None, num_classes)
-        if strategy.num_replicas_in_sync > 1:
-            share_batches_evenly(data, cfg.train.batch_size, strategy.num_replicas_in_sync)
+        full = starting_model(cfg, phase, state, paths, num_classes, size, stats)
+        epochs = (state.epoch, phase_cfg.epochs)
+        data = make_data(
+            cfg,
+            dataset,
+            splits,
+            size,
+            full if cached else None,
+            num_classes,
+            epochs,
+            strategy.num_replicas_in_sync,
+        )
         trainer = training_model(cfg, phase_cfg, paths, state, full, cached, data)
     if cached:
         check_same_features(state, data.feature_checksum, paths)
     else:
         full = trainer
 
-    rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["epoch"] <= state["epoch"]]
-    own_callbacks, checkpoint = make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir, cached)
-    epochs = 0 if state["stop_reason"] == "early_stopping" else phase_cfg.epochs
+    rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["epoch"] <= state.epoch]
+    own_callbacks, checkpoint = make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir)
+    last_epoch = state.epoch if state.stop_reason == "early_stopping" else phase_cfg.epochs
     stop_reason = "completed"
     try:
         trainer.fit(
             data.train,
             validation_data=data.val,
-            epochs=epochs,
-            initial_epoch=min(state["epoch"], epochs),
+            epochs=last_epoch,
+            initial_epoch=min(state.epoch, last_epoch),
+            steps_per_epoch=data.steps_per_epoch,
             callbacks=[*own_callbacks, *callbacks],
             class_weight=class_weights(cfg, labels_of(dataset, splits.train), num_classes),
-            shuffle=False,  # the tf.data pipeline shuffles
+            shuffle=False,  # the tf.data pipeline shuffles, per epoch
             verbose="auto",
         )
     except KeyboardInterrupt:
         stop_reason = "interrupted"
         print(
-            f"[transferlab] interrupted; {state['epoch']} epoch(s) saved. Run the same "
+            f"[transferlab] interrupted; {state.epoch} epoch(s) saved. Run the same "
             f"command again to resume {phase}.",
             flush=True,
         )
-    if cached and state["best_epoch"] and is_chief():
+    if is_chief():
         # Before the state says "finished": a kill in between leaves a run that resumes
-        # with no epoch left to run and writes the best model then.
-        write_full_best(paths, full)
+        # with no epoch left to run and publishes the best model then.
+        publish_best(paths, state, full, cached, phase, stop_reason)
     if checkpoint.nan_batch:
         stop_reason = "nan_loss"
-    elif state["stop_reason"] == "early_stopping":
+    elif state.stop_reason == "early_stopping":
         stop_reason = "early_stopping"
-    state["stop_reason"] = stop_reason
-    if stop_reason != "interrupted":
-        state["finished"] = True
-        write_json(paths.state, state)
-    if state["best_epoch"] == 0 and stop_reason == "completed" and is_chief():
-        # No epoch ran (epochs=0): the starting model is the best there is.
-        write_with(paths.best, full.save)
+    state.stop_reason = stop_reason
+    if stop_reason != "interrupted" and is_chief():
+        state.finished = True
+        save_state(state, paths)
     wall_time_s = time.perf_counter() - started
+    best = best_model_of_experiment(paths, state, start)
     summary = write_summary(
-        cfg, phase, state, rows, run_dir, full, paths, dataset, data, policy, strategy, wall_time_s
+        cfg,
+        phase,
+        state,
+        rows,
+        run_dir,
+        full,
+        paths,
+        dataset,
+        data,
+        policy,
+        strategy,
+        wall_time_s,
+        best,
     )
     if stop_reason == "nan_loss":
         epoch, batch = checkpoint.nan_batch
@@ -192,39 +217,84 @@ def train_phase(
             f"{phase}: the loss became NaN in epoch {epoch} (batch {batch}); training stopped. "
             f"Lower {phase}.learning_rate (now {phase_cfg.learning_rate}), set train.clip_norm "
             "(e.g. 1.0), or try train.mixed_precision=off."
-            + (f" The best model so far is {paths.best}" if state["best_epoch"] else "")
+            + (
+                f" The best model so far is {summary['best_model_path']}"
+                if state.best_epoch
+                else ""
+            )
         )
     return RunResult(
         phase=phase,
         run_dir=run_dir,
-        model_path=paths.best,
-        best_epoch=state["best_epoch"],
+        model_path=Path(summary["best_model_path"]),
+        best_epoch=state.best_epoch,
         best_metrics=summary["best_metrics"],
-        epochs_run=state["epoch"],
+        epochs_run=state.epoch,
         stop_reason=stop_reason,
         summary=summary,
     )
 
 
-def fresh_state(cfg: Config, phase: str, run_dir: Path) -> dict:
-    return {
-        "phase": phase,
-        "epoch": 0,
-        "best": -math.inf,
-        "best_epoch": 0,
-        "wait": 0,
-        "stop_reason": "",
-        "finished": False,
-        "run_dir": str(run_dir),
-        "monitor": cfg.train.monitor,
-        "config": config_fingerprint(cfg),
-    }
+@dataclass
+class Phase1Start:
+    """What phase 2 starts from: phase 1's best model, its hash and its best score."""
+
+    path: Path | None = None
+    model_hash: str = ""
+    best: float = -math.inf
 
 
-def starting_model(cfg, phase, state, num_classes, input_size, stats=None) -> keras.Model:
+def phase1_start(cfg: Config, phase: str) -> Phase1Start:
+    if phase == "phase1":
+        return Phase1Start()
+    phase1 = PhasePaths.of(cfg, "phase1")
+    if not phase1.best.is_file():
+        raise FileNotFoundError(
+            f"phase 2 starts from {phase1.best}, which does not exist: "
+            "run `make train-phase1` (same CONFIG and SET) first"
+        )
+    best = -math.inf
+    if phase1.state.is_file():
+        try:
+            saved = PhaseState.from_dict(read_json(phase1.state))
+            if saved.monitor == cfg.train.monitor:
+                best = saved.best
+        except (ValueError, TypeError):
+            pass  # no score to beat: phase 2 keeps its own best
+    return Phase1Start(phase1.best, file_hash(phase1.best), best)
+
+
+def configure_randomness(cfg: Config) -> None:
+    """One seed fixes the splits, the initial weights, dropout and the shuffling order.
+
+    ``train.deterministic`` also makes TensorFlow's ops deterministic, so a run, resumed
+    or not, gives the same weights bit for bit (at some cost in speed on a GPU).
+    """
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def begin_run(cfg, phase, paths, dataset, start: Phase1Start) -> PhaseState:
+    """A new run directory and a fresh state; the last run's checkpoints go."""
+    for old in paths.folder.glob(f"{phase}_e*.keras"):
+        old.unlink()
+    paths.state.unlink(missing_ok=True)
+    if phase == "phase2":
+        # A phase 2 best from an earlier run would outlive this run if it never beats phase 1.
+        paths.best.unlink(missing_ok=True)
+    run_dir = new_run_dir(cfg.output_dir, cfg.experiment, phase)
+    cfg.save(run_dir / "config.json")
+    write_skipped(run_dir / "skipped.csv", dataset.skipped)
+    state = new_state(cfg, phase, run_dir, start.model_hash)
+    state.best = start.best  # phase 2 must beat phase 1 to count as better
+    return state
+
+
+def starting_model(cfg, phase, state, paths, num_classes, input_size, stats=None):
     """The full model this phase starts from (or, when resuming, continues)."""
-    if state["epoch"] and not state["feature_cached"]:
-        return None  # the resumable checkpoint is the full model itself
+    if state.epoch and not state.feature_cached:
+        return None  # the checkpoint is the full model itself
     if phase == "phase1":
         # Resuming cached phase 1 rebuilds the same backbone (same seed and weights; the
         # feature checksum confirms it); the head comes from the checkpoint.
@@ -239,10 +309,11 @@ def starting_model(cfg, phase, state, num_classes, input_size, stats=None) -> ke
     return unfreeze_from(model, stage, cfg.model.backbone) if stage else freeze_backbone(model)
 
 
-def check_same_features(state: dict, checksum: float, paths: PhasePaths) -> None:
+def check_same_features(state: PhaseState, checksum: float, paths: PhasePaths) -> None:
     """Stop a resumed cached phase 1 whose backbone computes other features than before."""
-    expected = state.setdefault("feature_checksum", checksum)
-    if not math.isclose(expected, checksum, rel_tol=1e-4):
+    if state.feature_checksum is None:
+        state.feature_checksum = checksum
+    if not math.isclose(state.feature_checksum, checksum, rel_tol=1e-4):
         raise TrainingError(
             f"the interrupted phase 1 in {paths.state} trained its head on other backbone "
             "features than this run computes (were model.weights or the images replaced?). "
@@ -250,17 +321,41 @@ def check_same_features(state: dict, checksum: float, paths: PhasePaths) -> None
         )
 
 
-def write_full_best(paths: PhasePaths, full: keras.Model) -> None:
-    """The best head, put back onto the full model, saved as the phase's best model."""
-    copy_head_weights(load_model(paths.best_head), full)
-    write_with(paths.best, full.save)
+def publish_best(paths, state, full, cached, phase, stop_reason) -> None:
+    """Write the phase's best model where evaluation and phase 2 read it."""
+    if state.best_file:
+        best_checkpoint = paths.folder / state.best_file
+        if cached:
+            # The checkpoint holds the head alone: put it back onto the full model.
+            copy_head_weights(load_model(best_checkpoint), full)
+            write_with(paths.best, full.save)
+        else:
+            write_with(paths.best, lambda tmp: shutil.copyfile(best_checkpoint, tmp))
+    elif phase == "phase1" and stop_reason == "completed" and state.epoch == 0:
+        # No epoch ran (epochs=0): the starting model is the best there is.
+        write_with(paths.best, full.save)
+
+
+def best_model_of_experiment(paths, state, start: Phase1Start) -> dict:
+    """Which model is the experiment's best after this phase, for the summary."""
+    if start.path is not None and not state.best_file:
+        return {
+            "best_model_path": str(start.path),
+            "best_model_phase": "phase1",
+            "kept_phase1": True,
+            "phase1_best": start.best,
+        }
+    found = {"best_model_path": str(paths.best), "best_model_phase": state.phase}
+    if start.path is not None:
+        found.update(kept_phase1=False, phase1_best=start.best)
+    return found
 
 
 def training_model(cfg, phase_cfg, paths, state, full, cached, data) -> keras.Model:
     """The compiled model ``fit`` trains: the full model, or the head on cached features."""
-    if state["epoch"]:
+    if state.epoch:
         # Resume: weights and optimizer state (moments, step count, learning rate).
-        model = keras.models.load_model(paths.last, safe_mode=True)
+        model = keras.models.load_model(paths.folder / state.last_file, safe_mode=True)
         return compile_model(model, cfg, model.optimizer)
     model = full
     if cached:
@@ -276,10 +371,16 @@ def training_model(cfg, phase_cfg, paths, state, full, cached, data) -> keras.Mo
     )
 
 
-def make_data(cfg, dataset, splits, size, feature_model, num_classes) -> Data:
-    """Training and validation data: images, or pooled features when ``feature_model``."""
+def make_data(cfg, dataset, splits, size, feature_model, num_classes, epochs, replicas=1) -> Data:
+    """Training batches for ``epochs`` (first, end) and validation batches.
+
+    Images, or pooled features when ``feature_model`` is given. With several replicas,
+    every training batch is full (the remainder of each epoch is dropped) so that it
+    splits evenly; validation batches are sized to split evenly too.
+    """
     batch = cfg.train.batch_size
-    steps = math.ceil(len(splits.train) / batch)
+    even = replicas > 1
+    steps = len(splits.train) // batch if even else math.ceil(len(splits.train) / batch)
 
     def one_hot(x, y):
         return x, tf.one_hot(y, num_classes)
@@ -289,31 +390,25 @@ def make_data(cfg, dataset, splits, size, feature_model, num_classes) -> Data:
         started = time.perf_counter()
         extractor = keras.Model(feature_model.input, feature_model.get_layer("head_pool").output)
         train, val, checksum = feature_datasets(
-            extractor, dataset, splits, size, batch, num_classes, cfg.seed, cfg
+            extractor, dataset, splits, size, batch, num_classes, cfg, epochs, even
         )
-        return Data(splits, size, train, val, steps, time.perf_counter() - started, checksum)
-    train = make_tf_dataset(
-        dataset, splits.train, batch, size, training=True, seed=cfg.seed, side_names=names
-    )
-    train = train.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
-    mixers = batch_mixers(cfg)
-    if mixers:
-        train = train.map(mixers, num_parallel_calls=tf.data.AUTOTUNE)
-    val = make_tf_dataset(dataset, splits.val, batch, size, side_names=names).map(one_hot)
-    return Data(splits, size, train, val, steps)
-
-
-def share_batches_evenly(data: Data, batch: int, replicas: int) -> None:
-    """Give every replica an equal share of each training batch (the last one is dropped).
-
-    Keras averages the first validation batch across replicas to build the model, which
-    fails on unequal shares; a first batch that splits evenly avoids it while every
-    validation image is still scored.
-    """
-    data.train = data.train.rebatch(batch, drop_remainder=True)
-    data.steps_per_epoch = len(data.splits.train) // batch
-    size = min(batch, len(data.splits.val))
-    data.val = data.val.rebatch(max(replicas, size - size % replicas))
+        data = Data(splits, size, train, val, steps, time.perf_counter() - started, checksum)
+    else:
+        train = make_tf_dataset(
+            dataset, splits.train, batch, size, epochs, cfg.seed, names, drop_remainder=even
+        )
+        train = train.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+        mixers = batch_mixers(cfg)
+        if mixers:
+            train = train.map(mixers, num_parallel_calls=tf.data.AUTOTUNE)
+        val = make_tf_dataset(dataset, splits.val, batch, size, side_names=names).map(one_hot)
+        data = Data(splits, size, train, val, steps)
+    if even:
+        # Keras averages the first validation batch across replicas to build the model,
+        # which fails on unequal shares.
+        val_batch = min(batch, len(splits.val))
+        data.val = data.val.rebatch(max(replicas, val_batch - val_batch % replicas))
+    return data
 
 
 def batch_mixers(cfg: Config):
@@ -332,13 +427,13 @@ def batch_mixers(cfg: Config):
     return mix
 
 
-def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir, cached):
+def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir):
     plateau = None
-    callbacks = []
+    callbacks = [ReseedEachEpoch(cfg.seed)]
     if phase_cfg.schedule == "plateau":
         # Before the checkpoint callback, so the saved state includes this epoch's update.
         plateau = ResumablePlateau(
-            saved=state.get("plateau"),
+            saved=state.plateau,
             monitor=cfg.train.monitor,
             mode="max",
             factor=0.5,
@@ -346,15 +441,12 @@ def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir, cached):
             min_lr=phase_cfg.learning_rate / 1000,
         )
         callbacks.append(plateau)
-
     checkpoint = EpochCheckpoint(
         paths,
         state,
         rows,
         run_dir / "metrics.csv",
-        cfg.train.monitor,
         phase_cfg.patience,
-        paths.best_head if cached else paths.best,
         plateau,
         write=is_chief(),
     )
@@ -371,10 +463,22 @@ def count_params(weights) -> int:
 
 
 def write_summary(
-    cfg, phase, state, rows, run_dir, full, paths, dataset, data, policy, strategy, wall_time_s
+    cfg,
+    phase,
+    state,
+    rows,
+    run_dir,
+    full,
+    paths,
+    dataset,
+    data,
+    policy,
+    strategy,
+    wall_time_s,
+    best_model: dict,
 ) -> dict:
     """summary.json and figures/training_curves.png of this phase's run."""
-    best_row = next((r for r in rows if r["epoch"] == state["best_epoch"]), {})
+    best_row = next((r for r in rows if r["epoch"] == state.best_epoch), {})
     trainable = count_params(full.trainable_weights)
     total = count_params(full.weights)
     summary = {
@@ -383,11 +487,11 @@ def write_summary(
         "total_params": total,
         "trainable_params": trainable,
         "non_trainable_params": total - trainable,
-        "best_epoch": state["best_epoch"],
+        "best_epoch": state.best_epoch,
         "best_metrics": best_row,
         "monitor": cfg.train.monitor,
-        "epochs_run": state["epoch"],
-        "stop_reason": state["stop_reason"],
+        "epochs_run": state.epoch,
+        "stop_reason": state.stop_reason,
         "wall_time_s": round(wall_time_s, 2),
         "device": describe_device(),
         "replicas": strategy.num_replicas_in_sync,
@@ -399,7 +503,7 @@ def write_summary(
             "transferlab": transferlab.__version__,
         },
         "model_path": str(paths.best),
-        "checkpoint_path": str(paths.last),
+        "checkpoint_path": str(paths.folder / state.last_file) if state.last_file else None,
         "input_size": data.input_size,
         "image_size": cfg.model.image_size,
         "backbone": cfg.model.backbone,
@@ -412,9 +516,10 @@ def write_summary(
         "class_names": dataset.class_names,
         "train_size": len(data.splits.train),
         "val_size": len(data.splits.val),
-        "feature_cached": state["feature_cached"],
+        "feature_cached": state.feature_cached,
         "feature_cache_s": round(data.feature_cache_s, 3),
         "run_dir": str(run_dir),
+        **best_model,
     }
     if is_chief():
         write_json(run_dir / "summary.json", summary)
