@@ -1,4 +1,4 @@
-"""Report rules on real and synthetic histories; reports built from hand-written run files."""
+"""Training reports and day checkpoints built from hand-written run files."""
 
 from __future__ import annotations
 
@@ -12,122 +12,9 @@ import pytest
 import yaml
 
 from transferlab.reports.checkpoint import write_day_checkpoint
-from transferlab.reports.rules import (
-    check_class_balance,
-    check_leakage,
-    diagnose,
-    gap_to_target,
-)
 from transferlab.reports.training import write_training_report
 
-from .conftest import FIXTURES, write_image
-
-SEEDS = FIXTURES / "seed_histories"
-
-
-def seed_history(name: str) -> pd.DataFrame:
-    path = SEEDS / name
-    if not path.is_file():
-        pytest.skip(f"seed history {path} is absent (expected ../shared/fixtures beside the repo)")
-    return pd.read_csv(path)
-
-
-# --- rules on the real histories -------------------------------------------------------
-
-
-def test_drowsiness_is_severe_overfitting():
-    d = diagnose(seed_history("drowsiness_resnet50.csv"), num_classes=2)
-    assert d.verdict == "overfitting"
-    overfit = next(f for f in d.findings if f.rule == "overfitting")
-    assert overfit.severity == "critical"
-    assert "0.9603 vs validation 0.4790 at epoch 3" in overfit.message
-    assert "every epoch" in overfit.message  # val loss 0.83 -> 1.21 -> 1.42
-    assert "best_epoch_early" in d.rules and "too_early" not in d.rules
-
-
-def test_fused_image_meta_repeats_validation_metrics():
-    d = diagnose(seed_history("fused_image_meta_resnet50.csv"), num_classes=2)
-    assert d.verdict == "repeated validation metrics"
-    repeated = next(f for f in d.findings if f.rule == "repeated_validation")
-    assert repeated.evidence["count"] == 14
-    assert repeated.evidence["values"] == [0.959, 0.86, 0.949, 0.902]
-    assert "too small" in repeated.message
-    assert "overfitting" not in d.rules  # no severe accuracy gap...
-    rising = next(f for f in d.findings if f.rule == "val_loss_rising")
-    assert (
-        "from 0.1306 (epoch 3) to 0.2196 (epoch 30)" in rising.message
-    )  # ...but val loss drifts up
-
-
-def test_dandelion_is_too_early():
-    d = diagnose(seed_history("dandelion_grass_resnet18.csv"), num_classes=2)
-    assert d.verdict == "too early to judge"
-    assert d.rules == ["too_early"]
-    assert "still improving" in d.findings[0].message
-
-
-# --- rules on synthetic histories ------------------------------------------------------
-
-
-def history(val_accuracy, accuracy=None, loss=None, val_loss=None) -> pd.DataFrame:
-    n = len(val_accuracy)
-    return pd.DataFrame(
-        {
-            "epoch": range(1, n + 1),
-            "loss": loss or list(np.linspace(1.0, 0.5, n)),
-            "accuracy": accuracy or list(val_accuracy),
-            "val_loss": val_loss or list(np.linspace(1.1, 0.6, n)),
-            "val_accuracy": val_accuracy,
-        }
-    )
-
-
-def test_chance_level_names_the_usual_causes():
-    # The CIFAR-10 report: frozen ResNet50 at 10.3% after 12 epochs.
-    d = diagnose(history([0.098, 0.101, 0.103, 0.099] * 3), num_classes=10)
-    assert d.verdict == "chance-level accuracy"
-    finding = d.findings[0]
-    assert finding.severity == "critical" and "0.1030" in finding.message
-    for cause in ("preprocess", "BatchNorm", "labels"):
-        assert cause in finding.action
-    assert diagnose(history([0.5, 0.7, 0.8]), num_classes=10).verdict != "chance-level accuracy"
-
-
-def test_healthy_history_has_no_problems():
-    d = diagnose(history([0.5, 0.6, 0.7, 0.75, 0.8, 0.82]), num_classes=3)
-    assert d.verdict == "no problems found" and d.findings == []
-
-
-def test_stalled_and_oscillating():
-    stalled = diagnose(history([0.5, 0.7, 0.8, 0.795, 0.8, 0.799, 0.797, 0.8]), num_classes=3)
-    assert "stalled" in stalled.rules
-    osc = diagnose(history([0.3, 0.5, 0.32, 0.48, 0.31, 0.5, 0.35, 0.49]), num_classes=10)
-    assert osc.verdict == "oscillating validation"
-    assert (
-        "between 0.3000 and 0.5000"
-        in next(f for f in osc.findings if f.rule == "oscillating").message
-    )
-    # A steep first climb, then small wiggles near the top: converging, not oscillating.
-    climbing = diagnose(history([0.1, 0.49, 0.66, 0.8, 0.76, 0.8, 0.77]), num_classes=10)
-    assert "oscillating" not in climbing.rules
-
-
-def test_balance_and_leakage_rules():
-    balanced = {"train": {"a": 50, "b": 50}, "val": {"a": 10, "b": 10}, "test": {"a": 10, "b": 10}}
-    assert check_class_balance(balanced) == []
-    skewed = {"train": {"a": 90, "b": 10}, "val": {"a": 5, "b": 5}, "test": {"a": 10, "b": 0}}
-    rules = {(f.rule, f.evidence.get("split")) for f in check_class_balance(skewed)}
-    assert rules == {
-        ("class_imbalance", None),
-        ("split_imbalance", "val"),
-        ("split_imbalance", "test"),
-    }
-    assert check_leakage({"duplicates_across_splits": [], "shared_groups": [], "clean": True}) == []
-    audit = {"duplicates_across_splits": [{"hash": "x"}], "shared_groups": [{"group": "s1"}]}
-    assert [f.severity for f in check_leakage(audit)] == ["critical", "critical"]
-    assert gap_to_target(0.85, 0.9, "test accuracy").evidence["gap"] == pytest.approx(0.05)
-    assert gap_to_target(0.95, 0.9, "test accuracy").rule == "target_met"
-
+from .conftest import write_image
 
 # --- reports from a hand-written run directory -----------------------------------------
 
@@ -181,6 +68,8 @@ def summary(phase: str, history: pd.DataFrame, best_epoch: int, params: tuple[in
         "backbone": "resnet50",
         "num_classes": 3,
         "class_names": ["cat", "dog", "owl"],
+        "train_size": 160,
+        "val_size": 45,
         "feature_cached": phase == "phase1",
     }
 
@@ -189,10 +78,36 @@ def write_png(path: Path) -> Path:
     return write_image(path, np.full((10, 10, 3), 128, dtype=np.uint8))
 
 
+def write_predictions(path: Path) -> Path:
+    """73 test images: cat 15/23, dog 14/24 (6 taken for cats), owl 22/26 right."""
+    rows = []
+    for true, right, wrong in (
+        ("cat", 15, ["owl"] * 8),
+        ("dog", 14, ["cat"] * 6 + ["owl"] * 4),
+        ("owl", 22, ["dog"] * 4),
+    ):
+        rows += [(true, true)] * right + [(true, w) for w in wrong]
+    names = ["cat", "dog", "owl"]
+    table = pd.DataFrame(rows, columns=["true_class", "predicted_class"])
+    table.insert(0, "sample_id", [f"img{i}" for i in range(len(table))])
+    table["true_label"] = table["true_class"].map(names.index)
+    table["predicted_label"] = table["predicted_class"].map(names.index)
+    table["confidence"] = 0.9
+    table["correct"] = table["true_class"] == table["predicted_class"]
+    for name in names:
+        table[f"prob_{name}"] = np.where(table["predicted_class"] == name, 0.9, 0.05)
+    table.to_csv(path, index=False)
+    return path
+
+
 @pytest.fixture
 def run_files(cfg, tmp_path):
-    """Phase 1, phase 2 and evaluate run directories, splits files and a journal, by hand."""
+    """Phase 1, phase 2, evaluate and Grad-CAM run directories, splits files, a journal,
+    and the key results an earlier day's report saved, by hand."""
     runs = Path(cfg.output_dir) / "runs"
+    config = cfg.to_dict()
+    config["phase1"].update(epochs=20, patience=2)
+    config["phase2"].update(epochs=3, patience=2)
     for stamp, phase, hist, best, params in (
         ("20260301-101500", "phase1", PHASE1, 3, (6147, 23587712)),
         ("20260301-111500", "phase2", PHASE2, 3, (14970883, 8622976)),
@@ -201,6 +116,7 @@ def run_files(cfg, tmp_path):
         run.mkdir(parents=True)
         hist.to_csv(run / "metrics.csv", index=False)
         (run / "summary.json").write_text(json.dumps(summary(phase, hist, best, params)))
+        (run / "config.json").write_text(json.dumps(config))
         write_png(run / "figures" / "training_curves.png")
     evaluate = runs / "20260301-121500_demo_evaluate"
     metrics = {
@@ -222,14 +138,58 @@ def run_files(cfg, tmp_path):
     }
     (evaluate / "figures").mkdir(parents=True)
     (evaluate / "metrics.json").write_text(json.dumps(metrics))
+    write_predictions(evaluate / "predictions.csv")
     for name in ("confusion_matrix_normalized.png", "roc_curves.png"):
         write_png(evaluate / "figures" / name)
+    gradcam = runs / "20260301-131500_demo_gradcam"
+    gradcam_summary = {
+        "model_path": "models/demo_phase2_best.keras",
+        "layer_name": "conv5_block3_out",
+        "split": "test",
+        "num_images": 73,
+        "figures": ["figures/gradcam_correct.png", "figures/gradcam_mistakes.png"],
+    }
+    (gradcam / "figures").mkdir(parents=True)
+    (gradcam / "summary.json").write_text(json.dumps(gradcam_summary))
+    for name in ("gradcam_correct.png", "gradcam_mistakes.png"):
+        write_png(gradcam / "figures" / name)
     splits = Path(cfg.output_dir) / "splits" / "digits"
     splits.mkdir(parents=True)
-    balance = {"train": {"cat": 70, "dog": 21, "owl": 69}, "val": {"cat": 15, "dog": 15, "owl": 15}}
+    balance = {
+        "train": {"cat": 70, "dog": 21, "owl": 69},
+        "val": {"cat": 15, "dog": 15, "owl": 15},
+        "test": {"cat": 23, "dog": 24, "owl": 26},
+    }
     (splits / "balance.json").write_text(json.dumps(balance))
     audit = {"duplicates_across_splits": [], "shared_groups": [], "clean": True}
     (splits / "audit.json").write_text(json.dumps(audit))
+    skipped = pd.DataFrame(
+        {
+            "path": ["/data/cat/notes.txt", "/data/dog/broken.jpg", "/data/dog/x.txt"],
+            "reason": [
+                "not an image file (suffix .txt; use jpg, jpeg, png or bmp)",
+                "not a readable image (truncated file)",
+                "not an image file (suffix .txt; use jpg, jpeg, png or bmp)",
+            ],
+        }
+    )
+    skipped.to_csv(splits / "skipped.csv", index=False)
+    earlier = Path(cfg.report.output_dir) / "sprint02_day03_files" / "key_results.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text(
+        json.dumps(
+            {
+                "experiment": "demo",
+                "sprint": 2,
+                "day": 3,
+                "results": {
+                    "val_accuracy": {"phase1": 0.5971},
+                    "val_macro_f1": {"phase1": 0.5802},
+                    "test_accuracy": {"phase1": 0.5812},
+                },
+            }
+        )
+    )
     journal = tmp_path / "journal.yaml"
     journal.write_text(
         yaml.safe_dump(
@@ -254,13 +214,14 @@ def run_files(cfg, tmp_path):
     )
     cfg.report.journal = str(journal)
     cfg.report.sprint, cfg.report.day, cfg.report.target_accuracy = 2, 4, 0.85
-    return {
-        "runs": runs,
-        "files": [*runs.rglob("*.csv"), *runs.rglob("*.json"), *splits.glob("*.json"), journal],
-    }
+    files = [*runs.rglob("*.csv"), *runs.rglob("*.json"), *splits.iterdir(), earlier, journal]
+    # predictions.csv holds only probabilities and labels the report has no reason to show.
+    files = [f for f in files if f.name != "predictions.csv"]
+    return {"runs": runs, "files": files, "balance": balance, "skipped": skipped}
 
 
 NUMBER = re.compile(r"(?<![\w.\-])-?\d+(?:\.\d+)?(?:e[-+]\d+)?(?![\w.])")
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def numbers_in(markdown: str) -> list[str]:
@@ -289,6 +250,23 @@ def file_values(paths) -> set[float]:
     return values
 
 
+def derived_values(run_files) -> set[float]:
+    """What a report may compute from file values: differences, sums and counts, each named."""
+    values = {0.85 - 0.6933}  # gap to the target
+    for hist in (PHASE1, PHASE2):  # per-epoch gaps
+        values |= set(hist["accuracy"] - hist["val_accuracy"]) | set(
+            hist["val_loss"] - hist["loss"]
+        )
+    best1, best2 = PHASE1.iloc[2], PHASE2.iloc[2]  # phase 2's change over phase 1
+    values |= {best2[k] - best1[k] for k in ("val_accuracy", "val_macro_f1")}
+    values |= {best1["val_accuracy"] - 0.5971, best1["val_macro_f1"] - 0.5802}  # since day 3
+    values |= {sum(counts.values()) for counts in run_files["balance"].values()}  # split sizes
+    values |= {len(run_files["skipped"]), *run_files["skipped"]["reason"].value_counts()}
+    values |= {0.701 - 0.662}  # phase 2's climb
+    values |= {2 * len(PHASE2)}  # "raise phase2.epochs (e.g. to 6)"
+    return values
+
+
 def test_day_checkpoint_holds_its_files_numbers_and_nothing_else(cfg, run_files):
     path = write_day_checkpoint(cfg)
     text = path.read_text()
@@ -296,24 +274,25 @@ def test_day_checkpoint_holds_its_files_numbers_and_nothing_else(cfg, run_files)
     assert text.startswith("# transferlab demo — Sprint 2, Day 4 checkpoint")
     assert "**Date:** 2026-03-01" in text  # from the newest run's id, not today's clock
 
-    # Every number is a file value, a config value, or a difference of two file values.
-    allowed = file_values(run_files["files"]) | {2, 4, 0.85, 0.85 - 0.6933}
-    for hist in (PHASE1, PHASE2):
-        allowed |= set(hist["accuracy"] - hist["val_accuracy"]) | set(
-            hist["val_loss"] - hist["loss"]
-        )
-    shown = numbers_in(text.replace("2026-03-01", ""))  # the date comes from the run ids
+    # Every number is a file value, or a difference, sum or count of file values.
+    allowed = file_values(run_files["files"]) | derived_values(run_files)
+    shown = numbers_in(DATE.sub("", text))  # dates come from run ids, not measurements
     untraceable = [n for n in shown if not traceable(n, allowed)]
     assert untraceable == [], untraceable
 
     # ...and the numbers that matter are there.
     for expected in ("0.6440", "0.7010", "0.6933", "23593859", "6147", "23587712", "DEC-004"):
         assert expected in text, expected
-    assert "| Test accuracy (test) | — | 0.6933 |" in text
+    assert "| Test accuracy (test) | — | 0.6933 |  |" in text
+    assert "| Best val accuracy | 0.6440 | 0.7010 | +0.0570 |" in text
     assert "| Cat |" not in text and "| dog | 0.6087 | 0.5833 | 0.5957 | 24 |" in text
     assert "severe overfitting" in text and "0.1567 below the target 0.8500" in text
-    assert "Add flip and 0.1 rotation augmentation" in text
+    assert "Add flip and 0.1 rotation augmentation" in text  # the journal's priorities
     assert "imbalanced" in text  # 70 cats vs 21 dogs in train
+    assert "**Verdict:** phase1: overfitting · phase2: not converged" in text
+    # Both phases share one validation set: its finding is listed once.
+    assert text.count("the validation split has 45 images") == 1
+    assert "phase1 and phase2: the validation split has 45 images" in text
 
     # Figures are copied beside the report and linked relatively.
     links = re.findall(r"\]\(([^)]+)\)", text)
@@ -321,9 +300,95 @@ def test_day_checkpoint_holds_its_files_numbers_and_nothing_else(cfg, run_files)
     for link in links:
         assert (path.parent / link).is_file(), link
     assert "sprint02_day04_files/evaluate_roc_curves.png" in links
+    assert "sprint02_day04_files/training_curves_phases.png" in links
 
     # Regenerating from the same files gives the same markdown.
     assert write_day_checkpoint(cfg).read_text() == text
+
+
+def section(text: str, title: str) -> str:
+    return text.split(f"## {title}")[1].split("\n## ")[0]
+
+
+def test_day_checkpoint_tells_the_whole_day_in_order(cfg, run_files):
+    text = write_day_checkpoint(cfg).read_text()
+    titles = re.findall(r"^## (.+)$", text, flags=re.MULTILINE)
+    assert titles == [
+        "Completed tasks",
+        "Data",
+        "Key results",
+        "Progress since Sprint 2, Day 3",
+        "Key outputs",
+        "Grad-CAM",
+        "Model summary",
+        "Per-class results (test split)",
+        "Decisions",
+        "Observations",
+        "Gap analysis",
+        "Next priorities",
+        "Notes",
+    ]
+    data = section(text, "Data")
+    assert "Dataset `digits`" in data and "3 classes: cat, dog, owl" in data
+    assert "| train | 160 | dog (21) | cat (70) |" in data
+    assert "| test | 73 | cat (23) | owl (26) |" in data
+    assert "**Skipped files:** 3" in data
+    assert "| not an image file (suffix .txt; use jpg, jpeg, png or bmp) | 2 |" in data
+    assert "**Leakage audit:** clean" in data
+    progress = section(text, "Progress since Sprint 2, Day 3")
+    assert "| Best val accuracy (phase1) | 0.5971 | 0.6440 | +0.0469 |" in progress
+    assert "| Best val accuracy (phase2) | — | 0.7010 | — |" in progress
+    gradcam = section(text, "Grad-CAM")
+    assert "Layer `conv5_block3_out`" in gradcam and "(73 images)" in gradcam
+    assert "sprint02_day04_files/gradcam_correct.png" in gradcam
+    observations = section(text, "Observations")
+    assert "data: 3 file(s) were left out of the dataset" in observations
+    assert "phase2: still improving: best val_accuracy 0.7010 at epoch 3 of 3" in observations
+
+
+def test_priorities_come_from_the_verdicts_without_a_journal(cfg, run_files):
+    cfg.report.journal = None
+    priorities = section(write_day_checkpoint(cfg).read_text(), "Next priorities")
+    lines = [line for line in priorities.splitlines() if line.strip()]
+    assert lines[0].startswith("1. **overfitting** (phase1): stop at the best epoch")
+    assert (
+        lines[1] == "2. **not converged** (phase2): train longer: raise phase2.epochs (e.g. to 6)"
+    )
+    assert len(lines) <= 5
+
+
+def test_progress_across_two_days(cfg, run_files):
+    cfg.report.journal = None
+    cfg.report.sprint, cfg.report.day = 3, 1
+    first = write_day_checkpoint(cfg).read_text()
+    assert "## Progress since Sprint 2, Day 3" in first  # the fixture's saved day
+    # The next day, with a better phase 2 run: each key result with its change.
+    better = PHASE2.assign(val_accuracy=[0.662, 0.689, 0.731])
+    run = run_files["runs"] / "20260302-101500_demo_phase2"
+    run.mkdir()
+    better.to_csv(run / "metrics.csv", index=False)
+    (run / "summary.json").write_text(json.dumps(summary("phase2", better, 3, (1, 2))))
+    cfg.report.day = 2
+    second = write_day_checkpoint(cfg).read_text()
+    progress = section(second, "Progress since Sprint 3, Day 1")
+    assert "| Best val accuracy (phase2) | 0.7010 | 0.7310 | +0.0300 |" in progress
+    assert "| Best val accuracy (phase1) | 0.6440 | 0.6440 | 0.0000 |" in progress
+
+
+def test_fine_tuning_hurt_and_collapse_reach_the_checkpoint(cfg, run_files):
+    runs = run_files["runs"]
+    worse = PHASE2.assign(val_accuracy=[0.58, 0.6, 0.61])
+    phase2 = runs / "20260301-111500_demo_phase2"
+    worse.to_csv(phase2 / "metrics.csv", index=False)
+    s = summary("phase2", worse, 3, (1, 2)) | {"best_epoch": 0, "best_metrics": {}}
+    (phase2 / "summary.json").write_text(json.dumps(s))
+    predictions = pd.read_csv(runs / "20260301-121500_demo_evaluate" / "predictions.csv")
+    predictions["predicted_class"] = ["owl"] * 70 + ["cat"] * 3
+    predictions.to_csv(runs / "20260301-121500_demo_evaluate" / "predictions.csv", index=False)
+    text = write_day_checkpoint(cfg).read_text()
+    assert "phase2: fine-tuning hurt: phase 2's best val_accuracy 0.6100 is below phase 1's" in text
+    assert "| Best val accuracy | 0.6440 | 0.6100 | -0.0340 |" in text  # its own best row
+    assert "evaluate (test): predictions collapse onto owl: 70 of 73 test images" in text
 
 
 def test_training_report_tables_and_diagnosis(cfg, run_files, tmp_path):
@@ -337,11 +402,22 @@ def test_training_report_tables_and_diagnosis(cfg, run_files, tmp_path):
         "`val_accuracy`: 0.5530 at epoch 1, best 0.6440 at epoch 3, last 0.6120 at epoch 5" in text
     )
     assert "**Verdict: overfitting.**" in text
-    allowed = file_values([run / "metrics.csv", run / "summary.json"])
+    allowed = file_values([run / "metrics.csv", run / "summary.json", run / "config.json"])
     allowed |= set(PHASE1["accuracy"] - PHASE1["val_accuracy"]) | set(
         PHASE1["val_loss"] - PHASE1["loss"]
     )
     assert [n for n in numbers_in(text) if not traceable(n, allowed)] == []
+
+
+def test_training_report_of_a_short_phase2_still_climbing(cfg, run_files, tmp_path):
+    run = run_files["runs"] / "20260301-111500_demo_phase2"
+    text = write_training_report(run, tmp_path / "reports").read_text()
+    assert (
+        "**Verdict: not converged.** Still improving: best val_accuracy 0.7010 at epoch 3 of 3"
+        in text
+    )
+    assert "*Next:* train longer: raise phase2.epochs (e.g. to 6)." in text
+    assert "no problems found" not in text
 
 
 def test_missing_run_files_are_clear_errors(cfg, tmp_path):

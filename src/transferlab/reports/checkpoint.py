@@ -1,14 +1,16 @@
 """The day-checkpoint report: what was done, what the runs measured, what comes next.
 
 Everything measured comes from run files (summary.json, metrics.csv, metrics.json,
-figures, the splits' balance.json and audit.json); what only a person knows
-(completed tasks, decisions, next priorities, notes) comes from the YAML journal
-``report.journal`` or from parameters. No clock is read: the date is a parameter,
-the journal's, or the newest run's timestamp, so regenerating gives the same file.
+predictions.csv, figures, the splits' balance.json, audit.json and skipped.csv, and the
+key results an earlier day's report saved); what only a person knows (completed tasks,
+decisions, next priorities, notes) comes from the YAML journal ``report.journal`` or
+from parameters. No clock is read: the date is a parameter, the journal's, or the
+newest run's timestamp, so regenerating gives the same file.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +18,33 @@ import yaml
 
 from transferlab.config import Config, ConfigError
 from transferlab.reports.markdown import bullets, copy_figure, link, num, seconds, table
-from transferlab.reports.rules import (
-    SEVERITY_ORDER,
-    Finding,
-    check_class_balance,
-    check_evaluation,
-    check_leakage,
-    gap_to_target,
+from transferlab.reports.results import (
+    best,
+    compare_modes,
+    earlier_snapshot,
+    key_results,
+    key_values,
+    model_summary,
+    per_class_table,
+    progress_table,
+    write_snapshot,
 )
-from transferlab.reports.runfiles import RunFiles, read_run
+from transferlab.reports.rules import (
+    VERDICT_ORDER,
+    Diagnosis,
+    Finding,
+    check_collapse,
+    check_evaluation,
+    finite,
+    gap_to_target,
+    monitored,
+    priority,
+)
+from transferlab.reports.runfiles import PHASES, RunFiles, read_run
+from transferlab.reports.splits import data_findings, data_section, read_splits_files
 from transferlab.reports.training import run_diagnosis, write_training_report
 from transferlab.runs import find_runs, read_json, write_text
 
-PHASES = ("phase1", "phase2")
 EVAL_FIGURES = {
     "confusion_matrix_normalized.png": "Confusion matrix (normalized)",
     "confusion_matrix.png": "Confusion matrix (counts)",
@@ -36,6 +52,7 @@ EVAL_FIGURES = {
     "prediction_grid.png": "Prediction grid",
     "confident_mistakes.png": "Most confident mistakes",
 }
+MAX_PRIORITIES = 5
 
 
 def read_journal(path: str | Path | None, sprint: int, day: int) -> dict[str, Any]:
@@ -105,7 +122,8 @@ def write_day_checkpoint(
     """Write ``<report.output_dir>/sprint<S>_day<D>.md`` and a training report per phase run.
 
     Parameters win over the journal (``cfg.report.journal``); the date defaults to the
-    journal's, then to the newest run's timestamp.
+    journal's, then to the newest run's timestamp. Next priorities default to the next
+    steps of the runs' verdicts.
     """
     rc = cfg.report
     journal = read_journal(rc.journal, rc.sprint, rc.day)
@@ -122,34 +140,51 @@ def write_day_checkpoint(
     phases = [p for p in PHASES if p in runs]
     evaluation = runs.get("evaluate")
     test_phase = phase_evaluated(evaluation, runs) if evaluation else None
+    splits = read_splits_files(cfg)
+    diagnoses = phase_diagnoses(runs, phases)
+    values = key_values(runs, phases, test_phase)
+    earlier = earlier_snapshot(out, cfg.experiment, rc.sprint, rc.day)
+    write_snapshot(files, cfg.experiment, rc.sprint, rc.day, values)
 
     sections = [
         f"# {rc.project} — Sprint {rc.sprint}, Day {rc.day} checkpoint",
         "",
         f"**Date:** {date} · **Experiment:** `{cfg.experiment}`",
         "",
+        verdicts_line(diagnoses),
+        "",
         "## Completed tasks",
         "",
         bullets(completed if completed is not None else journal.get("completed", [])),
         "",
+        "## Data",
+        "",
+        data_section(cfg, splits, class_names(runs, phases)),
+        "",
         "## Key results",
         "",
-        key_results(runs, phases, test_phase),
+        key_results(runs, phases, test_phase, values),
         "",
     ]
+    if earlier:
+        sections += [
+            f"## Progress since Sprint {earlier['sprint']}, Day {earlier['day']}",
+            "",
+            progress_table(earlier, values),
+            "",
+        ]
     modes = mode_runs(cfg)
     if len(modes) > 1:
         sections += ["## Input modes compared", "", compare_modes(modes), ""]
     sections += [
         "## Key outputs",
         "",
-        key_outputs(runs, phases, training_reports, files, out),
-        "",
-        "## Model summary",
-        "",
-        model_summary(runs, phases),
+        key_outputs(cfg, runs, phases, training_reports, files, out),
         "",
     ]
+    if "gradcam" in runs:
+        sections += ["## Grad-CAM", "", gradcam_section(runs["gradcam"], files, out), ""]
+    sections += ["## Model summary", "", model_summary(runs, phases), ""]
     if evaluation and evaluation.metrics.get("per_class"):
         sections += [f"## Per-class results ({evaluation.metrics.get('split', '?')} split)", ""]
         sections += [per_class_table(evaluation.metrics), ""]
@@ -159,8 +194,8 @@ def write_day_checkpoint(
         decisions_markdown(decisions or journal.get("decisions", [])),
         "",
     ]
-    findings = observations(cfg, runs, phases)
-    sections += ["## Observations", "", bullets([f"{f.message}." for f in findings]), ""]
+    findings = observations(diagnoses, data_findings(splits), evaluation)
+    sections += ["## Observations", "", bullets([observed(f) for f in findings]), ""]
     gap = target_finding(cfg, runs, phases, test_phase)
     sections += [
         "## Gap analysis",
@@ -170,10 +205,7 @@ def write_day_checkpoint(
     ]
     priorities = next_priorities if next_priorities is not None else journal.get("next", [])
     if not priorities:
-        # Suggested by the rules, most severe first, each action once.
-        priorities = list(
-            dict.fromkeys(f.action for f in [*findings, *([gap] if gap else [])] if f.action)
-        )
+        priorities = suggested_priorities(diagnoses, [*findings, *([gap] if gap else [])])
     sections += [
         "## Next priorities",
         "",
@@ -198,176 +230,82 @@ def phase_evaluated(evaluation: RunFiles, runs: dict[str, RunFiles]) -> str | No
     return next((p for p in PHASES if f"_{p}_" in Path(model).name), None)
 
 
-def best(run: RunFiles, key: str):
-    value = run.summary.get("best_metrics", {}).get(key)
-    if (
-        value is None
-        and run.history is not None
-        and key in run.history
-        and run.summary.get("best_epoch")
-    ):
-        row = run.history[run.history["epoch"] == run.summary["best_epoch"]]
-        value = row[key].iloc[0] if len(row) else None
-    return value
+def class_names(runs: dict[str, RunFiles], phases) -> list[str]:
+    return next(
+        (runs[p].summary["class_names"] for p in phases if runs[p].summary.get("class_names")), []
+    )
 
 
-def key_results(runs, phases, test_phase) -> str:
-    evaluation = runs.get("evaluate")
-    test = {p: "—" for p in phases}
-    if test_phase in test:
-        test[test_phase] = evaluation.metrics["accuracy"]
-    rows = [
-        ["Best val accuracy", *(best(runs[p], "val_accuracy") for p in phases)],
-        ["Best val macro-F1", *(best(runs[p], "val_macro_f1") for p in phases)],
-        [
-            f"Test accuracy ({evaluation.metrics.get('split', 'test')})"
-            if evaluation
-            else "Test accuracy",
-            *(test[p] for p in phases),
-        ],
-        ["Training time", *(seconds(runs[p].summary.get("wall_time_s")) for p in phases)],
-        ["Epochs run", *(runs[p].summary.get("epochs_run") for p in phases)],
-        ["Best epoch", *(runs[p].summary.get("best_epoch") for p in phases)],
-        ["Stop reason", *(str(runs[p].summary.get("stop_reason", "—")) for p in phases)],
-    ]
-    return table(["", *phases], rows)
+# --- verdicts, observations, priorities ------------------------------------------------
 
 
-def mode_runs(cfg: Config) -> dict[str, dict[str, RunFiles]]:
-    """The newest phase1, phase2 and evaluate run of each model.inputs of the experiment."""
-    modes: dict[str, dict[str, RunFiles]] = {}
-    for stage in (*PHASES, "evaluate"):
-        for path in find_runs(cfg.output_dir, cfg.experiment, stage):  # oldest first
-            modes.setdefault(run_mode(path), {})[stage] = path
-    order = ["image", "fusion", "roi"]
-    return {
-        mode: {stage: read_run(path) for stage, path in modes[mode].items()}
-        for mode in sorted(modes, key=lambda m: order.index(m) if m in order else len(order))
-    }
-
-
-def compare_modes(modes: dict[str, dict[str, RunFiles]]) -> str:
-    """Image-only, fusion and ROI runs side by side: best val accuracy per phase, test accuracy."""
-    names = list(modes)
-
-    def value(mode: str, stage: str, key: str):
-        run = modes[mode].get(stage)
-        if run is None:
-            return "—"
-        found = run.metrics.get(key) if stage == "evaluate" else best(run, key)
-        return "—" if found is None else found
-
-    splits = {r["evaluate"].metrics.get("split", "test") for r in modes.values() if "evaluate" in r}
-    rows = [
-        ["Best val accuracy (phase1)", *(value(m, "phase1", "val_accuracy") for m in names)],
-        ["Best val macro-F1 (phase1)", *(value(m, "phase1", "val_macro_f1") for m in names)],
-        ["Best val accuracy (phase2)", *(value(m, "phase2", "val_accuracy") for m in names)],
-        [
-            f"Accuracy ({'/'.join(sorted(splits)) or 'test'}, evaluate)",
-            *(value(m, "evaluate", "accuracy") for m in names),
-        ],
-        [
-            "Inputs besides the image",
-            *(
-                ", ".join(
-                    next((r.summary.get("side_inputs") for r in modes[m].values() if r.summary), [])
-                    or []
-                )
-                or "—"
-                for m in names
-            ),
-        ],
-    ]
-    return table(["", *names], rows)
-
-
-def key_outputs(runs, phases, training_reports, files: Path, out: Path) -> str:
-    rows, images = [], []
+def phase_diagnoses(runs: dict[str, RunFiles], phases) -> dict[str, Diagnosis]:
+    """Each phase run's diagnosis; phase 2's is measured against phase 1's best too."""
+    diagnoses = {}
     for phase in phases:
         run = runs[phase]
-        curves = run.path / "figures" / "training_curves.png"
-        if curves.is_file():
-            copied = copy_figure(curves, files, f"{phase}_training_curves.png")
-            rows.append([f"Training curves ({phase})", f"[{copied.name}]({link(copied, out)})"])
-            images.append(f"![Training curves ({phase})]({link(copied, out)})")
-        if phase in training_reports:
-            report = training_reports[phase]
-            rows.append([f"Training report ({phase})", f"[{report.name}]({link(report, out)})"])
-        if run.summary.get("model_path"):
-            rows.append([f"Best model ({phase})", f"`{run.summary['model_path']}`"])
-        rows.append([f"Run directory ({phase})", f"`{run.path}`"])
-    for stage, names in (("evaluate", EVAL_FIGURES), ("gradcam", None)):
-        run = runs.get(stage)
-        if not run:
+        if run.history is None or run.history.empty:
             continue
-        # Evaluation figures in reading order; Grad-CAM figures as they come.
-        figures = [run.path / "figures" / n for n in names] if names else run.figures
-        for figure in (f for f in figures if f.is_file()):
-            title = (
-                names[figure.name] if names else f"Grad-CAM: {figure.stem.replace('gradcam_', '')}"
-            )
-            target = figure.name if figure.name.startswith(stage) else f"{stage}_{figure.name}"
-            copied = copy_figure(figure, files, target)
-            rows.append([title, f"[{copied.name}]({link(copied, out)})"])
-            images.append(f"![{title}]({link(copied, out)})")
-        rows.append([f"Run directory ({stage})", f"`{run.path}`"])
-    return table(["Output", "Path"], rows) + ("\n\n" + "\n\n".join(images) if images else "")
+        phase1_best = None
+        if phase == "phase2" and "phase1" in runs:
+            column = monitored(run.history, run.summary.get("monitor"))
+            phase1_best = finite(best(runs["phase1"], column))
+        diagnoses[phase] = run_diagnosis(run, phase1_best)
+    return diagnoses
 
 
-def model_summary(runs, phases) -> str:
-    s = {p: runs[p].summary for p in phases}
-    rows = [
-        ["Backbone", *(f"`{s[p].get('backbone', '?')}`" for p in phases)],
-        ["Classes", *(s[p].get("num_classes") for p in phases)],
-        [
-            "Input → resize (px)",
-            *(f"{num(s[p].get('input_size'))} → {num(s[p].get('image_size'))}" for p in phases),
-        ],
-        ["Total parameters", *(s[p].get("total_params") for p in phases)],
-        ["Trainable parameters", *(s[p].get("trainable_params") for p in phases)],
-        ["Non-trainable parameters", *(s[p].get("non_trainable_params") for p in phases)],
-        ["Features cached", *(num(bool(s[p].get("feature_cached"))) for p in phases)],
-    ]
-    return table(["", *phases], rows)
+def verdicts_line(diagnoses: dict[str, Diagnosis]) -> str:
+    if not diagnoses:
+        return "**Verdict:** _no training history yet_"
+    return "**Verdict:** " + " · ".join(f"{p}: {d.verdict}" for p, d in diagnoses.items())
 
 
-def per_class_table(metrics: dict[str, Any]) -> str:
-    rows = [
-        [name, m["precision"], m["recall"], m["f1"], m["support"]]
-        for name, m in metrics["per_class"].items()
-    ]
-    return table(["Class", "Precision", "Recall", "F1", "Support"], rows)
+def observations(
+    diagnoses: dict[str, Diagnosis], data: list[Finding], evaluation: RunFiles | None
+) -> list[Finding]:
+    """Every finding once, most severe and most actionable first.
 
-
-def decisions_markdown(decisions: list[dict[str, str]]) -> str:
-    lines = []
-    for d in decisions:
-        reason = d.get("reason") or d.get("why")
-        text = d.get("decision") or d.get("title") or ""
-        lines.append(
-            f"**{d.get('id', 'DEC-?')}**: {text}" + (f" *Why:* {reason}" if reason else "")
-        )
-    return bullets(lines)
-
-
-def observations(cfg: Config, runs, phases) -> list[Finding]:
-    findings: list[Finding] = []
-    for phase in phases:
-        if runs[phase].history is None:
-            continue
-        diagnosis = run_diagnosis(runs[phase])
+    A finding two phases share (the same validation set's size) is listed once for both.
+    """
+    shared: dict[tuple[str, str], Finding] = {}
+    for phase, diagnosis in diagnoses.items():
         for f in diagnosis.findings:
-            findings.append(
-                Finding(f.rule, f.severity, f"{phase}: {f.message}", f.action, f.evidence)
-            )
-    splits = Path(cfg.output_dir) / "splits" / cfg.dataset_name
-    if (splits / "balance.json").is_file():
-        findings += check_class_balance(read_json(splits / "balance.json"))
-    if (splits / "audit.json").is_file():
-        findings += check_leakage(read_json(splits / "audit.json"))
-    if "evaluate" in runs:
-        findings += check_evaluation(runs["evaluate"].metrics)
-    return sorted(findings, key=lambda f: SEVERITY_ORDER[f.severity])
+            key = (f.rule, f.message)
+            where = f"{shared[key].where} and {phase}" if key in shared else phase
+            shared[key] = replace(f, where=where)
+    findings = [*shared.values(), *data]
+    if evaluation is not None:
+        split = evaluation.metrics.get("split", "test")
+        findings += [
+            replace(f, where=f"evaluate ({split})") for f in check_evaluation(evaluation.metrics)
+        ]
+        if evaluation.predictions is not None:
+            findings += [
+                replace(f, where=f"evaluate ({split})")
+                for f in check_collapse(evaluation.predictions, split)
+            ]
+    return sorted(findings, key=priority)
+
+
+def observed(finding: Finding) -> str:
+    return f"{finding.where}: {finding.message}." if finding.where else f"{finding.message}."
+
+
+def suggested_priorities(diagnoses: dict[str, Diagnosis], findings: list[Finding]) -> list[str]:
+    """Next steps from the verdicts first, then from the other findings; each step once."""
+    headlines = {(p, d.headline.rule) for p, d in diagnoses.items() if d.headline}
+    names = dict(VERDICT_ORDER)
+
+    def order(f: Finding):
+        return (f.where, f.rule) not in headlines, priority(f)
+
+    steps: dict[str, str] = {}
+    for f in sorted(findings, key=order):
+        if f.action and f.action not in steps:
+            title = names.get(f.rule, f.rule.replace("_", " "))
+            where = f" ({f.where})" if f.where else ""
+            steps[f.action] = f"**{title}**{where}: {f.action}"
+    return list(steps.values())[:MAX_PRIORITIES]
 
 
 def target_finding(cfg: Config, runs, phases, test_phase) -> Finding | None:
@@ -388,6 +326,97 @@ def target_finding(cfg: Config, runs, phases, test_phase) -> Finding | None:
         return None
     value, phase = max(measured)
     return gap_to_target(value, cfg.report.target_accuracy, f"best val accuracy ({phase})")
+
+
+# --- figures ---------------------------------------------------------------------------
+
+
+def key_outputs(cfg: Config, runs, phases, training_reports, files: Path, out: Path) -> str:
+    rows, images = [], []
+    histories = {p: runs[p].history for p in phases if runs[p].history is not None}
+    if len(histories) == 2:
+        # Imported here: the training package loads TensorFlow, which the rest of a report
+        # does not need.
+        from transferlab.training.curves import plot_phases
+
+        # Phase 1 and phase 2 on one epoch axis: how fine-tuning continued from phase 1.
+        both = plot_phases(
+            files / "training_curves_phases.png",
+            {p: h.to_dict("records") for p, h in histories.items()},
+            f"{cfg.experiment}: phase 1 → phase 2",
+        )
+        rows.append(["Training curves (phase 1 → phase 2)", f"[{both.name}]({link(both, out)})"])
+        images.append(f"![Training curves (phase 1 → phase 2)]({link(both, out)})")
+    for phase in phases:
+        run = runs[phase]
+        curves = run.path / "figures" / "training_curves.png"
+        if curves.is_file():
+            copied = copy_figure(curves, files, f"{phase}_training_curves.png")
+            rows.append([f"Training curves ({phase})", f"[{copied.name}]({link(copied, out)})"])
+            images.append(f"![Training curves ({phase})]({link(copied, out)})")
+        if phase in training_reports:
+            report = training_reports[phase]
+            rows.append([f"Training report ({phase})", f"[{report.name}]({link(report, out)})"])
+        if run.summary.get("model_path"):
+            rows.append([f"Best model ({phase})", f"`{run.summary['model_path']}`"])
+        rows.append([f"Run directory ({phase})", f"`{run.path}`"])
+    run = runs.get("evaluate")
+    if run:
+        # Evaluation figures in reading order.
+        for name, title in EVAL_FIGURES.items():
+            figure = run.path / "figures" / name
+            if figure.is_file():
+                copied = copy_figure(figure, files, f"evaluate_{name}")
+                rows.append([title, f"[{copied.name}]({link(copied, out)})"])
+                images.append(f"![{title}]({link(copied, out)})")
+        rows.append(["Run directory (evaluate)", f"`{run.path}`"])
+    return table(["Output", "Path"], rows) + ("\n\n" + "\n\n".join(images) if images else "")
+
+
+def gradcam_section(run: RunFiles, files: Path, out: Path) -> str:
+    """The Grad-CAM run's figures, with the layer, model and split they come from."""
+    s = run.summary
+    lines = []
+    if s:
+        lines += [
+            f"Layer `{s.get('layer_name', '?')}` of `{s.get('model_path', '?')}`, on the "
+            f"{s.get('split', '?')} split ({num(s.get('num_images'))} images); "
+            f"run directory `{run.path}`.",
+            "",
+        ]
+    for figure in run.figures:
+        title = f"Grad-CAM: {figure.stem.replace('gradcam_', '').replace('_', ' ')}"
+        name = figure.name if figure.name.startswith("gradcam") else f"gradcam_{figure.name}"
+        copied = copy_figure(figure, files, name)
+        lines += [f"![{title}]({link(copied, out)})", ""]
+    return "\n".join(lines).rstrip() or "_the Grad-CAM run holds no figures_"
+
+
+# --- other sections --------------------------------------------------------------------
+
+
+def mode_runs(cfg: Config) -> dict[str, dict[str, RunFiles]]:
+    """The newest phase1, phase2 and evaluate run of each model.inputs of the experiment."""
+    modes: dict[str, dict[str, Path]] = {}
+    for stage in (*PHASES, "evaluate"):
+        for path in find_runs(cfg.output_dir, cfg.experiment, stage):  # oldest first
+            modes.setdefault(run_mode(path), {})[stage] = path
+    order = ["image", "fusion", "roi"]
+    return {
+        mode: {stage: read_run(path) for stage, path in modes[mode].items()}
+        for mode in sorted(modes, key=lambda m: order.index(m) if m in order else len(order))
+    }
+
+
+def decisions_markdown(decisions: list[dict[str, str]]) -> str:
+    lines = []
+    for d in decisions:
+        reason = d.get("reason") or d.get("why")
+        text = d.get("decision") or d.get("title") or ""
+        lines.append(
+            f"**{d.get('id', 'DEC-?')}**: {text}" + (f" *Why:* {reason}" if reason else "")
+        )
+    return bullets(lines)
 
 
 def run_notes(runs, phases) -> list[str]:

@@ -11,6 +11,8 @@ import pandas as pd
 
 from transferlab.runs import read_json
 
+PHASES = ("phase1", "phase2")
+
 
 @dataclass
 class RunFiles:
@@ -18,8 +20,10 @@ class RunFiles:
 
     path: Path
     summary: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     history: pd.DataFrame | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    predictions: pd.DataFrame | None = None
     figures: list[Path] = field(default_factory=list)
 
     @property
@@ -34,17 +38,24 @@ class RunFiles:
 
 
 def read_run(path: str | Path) -> RunFiles:
-    """Read summary.json, metrics.csv and metrics.json where present; list figures/*.png."""
+    """Read a run directory's files where present; list its figures/*.png.
+
+    summary.json, config.json, metrics.csv (the history), metrics.json, predictions.csv.
+    """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist; run its stage first")
     run = RunFiles(path)
     if (path / "summary.json").is_file():
         run.summary = read_json(path / "summary.json")
+    if (path / "config.json").is_file():
+        run.config = read_json(path / "config.json")
     if (path / "metrics.csv").is_file():
         run.history = pd.read_csv(path / "metrics.csv").sort_values("epoch").reset_index(drop=True)
     if (path / "metrics.json").is_file():
         run.metrics = read_json(path / "metrics.json")
+    if (path / "predictions.csv").is_file():
+        run.predictions = pd.read_csv(path / "predictions.csv", dtype={"sample_id": str})
     run.figures = sorted((path / "figures").glob("*.png"))
     if not (run.summary or run.metrics or run.history is not None):
         raise FileNotFoundError(

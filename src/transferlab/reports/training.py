@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from transferlab.reports.markdown import bullets, copy_figure, link, num, seconds, table
-from transferlab.reports.rules import Diagnosis, diagnose
+from transferlab.reports.rules import Diagnosis, RunInfo, diagnose
 from transferlab.reports.runfiles import RunFiles, read_run
 from transferlab.runs import write_text
 
@@ -36,17 +36,28 @@ def write_training_report(run_dir: str | Path, output_dir: str | Path) -> Path:
     )
 
 
-def run_diagnosis(run: RunFiles) -> Diagnosis:
-    return diagnose(run.history, run.summary.get("num_classes"), run.summary.get("monitor"))
+def run_diagnosis(run: RunFiles, phase1_best: float | None = None) -> Diagnosis:
+    """The run's verdict and findings, from its metrics.csv, summary.json and config.json.
+
+    ``phase1_best``: phase 1's best monitored value, for a phase 2 run whose summary does
+    not carry it.
+    """
+    info = RunInfo.of(run.summary, run.config)
+    if phase1_best is not None:
+        info.phase1_best = phase1_best
+    return diagnose(run.history, info)
 
 
 def training_markdown(run: RunFiles, report_dir: Path, files_dir: Path) -> str:
     s, history = run.summary, run.history
+    diagnosis = run_diagnosis(run)
     lines = [
         f"# Training report: `{run.name}`",
         "",
         f"Experiment `{s.get('experiment', '?')}`, phase `{s.get('phase', '?')}`, "
         f"backbone `{s.get('backbone', '?')}`; from `{run.path.name}/`.",
+        "",
+        verdict_line(diagnosis),
         "",
         "## Summary",
         "",
@@ -74,7 +85,7 @@ def training_markdown(run: RunFiles, report_dir: Path, files_dir: Path) -> str:
     lines += ["## Per-epoch metrics", "", epoch_table(history), ""]
     lines += ["## Train vs validation gap", "", gap_table(history), ""]
     lines += ["## Trend analysis", "", bullets(trends(history)), ""]
-    lines += ["## Diagnosis", "", diagnosis_markdown(run_diagnosis(run)), ""]
+    lines += ["## Diagnosis", "", diagnosis_markdown(diagnosis), ""]
     return "\n".join(lines)
 
 
@@ -122,6 +133,15 @@ def trends(history: pd.DataFrame) -> list[str]:
         lr = history["learning_rate"]
         out.append(f"`learning_rate`: {num(lr.iloc[0])} → {num(lr.iloc[-1])}")
     return out
+
+
+def verdict_line(diagnosis: Diagnosis) -> str:
+    """The verdict and, when it has one, its finding's next step, in one line."""
+    top = diagnosis.headline
+    if top is None:
+        return f"**Verdict: {diagnosis.verdict}.**"
+    action = f" *Next:* {top.action}." if top.action else ""
+    return f"**Verdict: {diagnosis.verdict}.** {top.message[0].upper()}{top.message[1:]}.{action}"
 
 
 def diagnosis_markdown(diagnosis: Diagnosis) -> str:

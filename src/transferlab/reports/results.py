@@ -1,0 +1,188 @@
+"""The day checkpoint's tables: key results and their changes, modes, model, classes.
+
+Key results show phase 2's change over phase 1, and each day's are saved beside its
+report (key_results.json) so that the next day's report shows what changed since.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transferlab.reports.markdown import num, seconds, table
+from transferlab.reports.rules import finite, monitored
+from transferlab.reports.runfiles import PHASES, RunFiles
+from transferlab.runs import read_json, write_json
+
+# The key results compared between phases and between days.
+COMPARED = {
+    "val_accuracy": "Best val accuracy",
+    "val_macro_f1": "Best val macro-F1",
+    "test_accuracy": "Test accuracy",
+}
+# Beside each day's report, so the next day's can show what changed.
+SNAPSHOT = "key_results.json"
+
+
+def best(run: RunFiles, key: str):
+    """``key`` at the run's best epoch: summary.json's best_metrics, else metrics.csv's row.
+
+    A run with no best epoch of its own (still running, or a phase 2 that never beat
+    phase 1) shows its best row by the monitored metric.
+    """
+    value = run.summary.get("best_metrics", {}).get(key)
+    history = run.history
+    if value is not None or history is None or key not in history or history.empty:
+        return value
+    epoch = run.summary.get("best_epoch")
+    if epoch:
+        rows = history[history["epoch"] == epoch]
+    else:
+        rows = history.loc[[history[monitored(history, run.summary.get("monitor"))].idxmax()]]
+    return rows[key].iloc[0] if len(rows) else None
+
+
+def signed(change: float) -> str:
+    return f"+{num(change)}" if change > 0 else num(change)
+
+
+def key_values(runs: dict[str, RunFiles], phases, test_phase) -> dict[str, dict[str, float]]:
+    """``{key: {phase: value}}`` for the compared key results that were measured."""
+    values: dict[str, dict[str, float]] = {key: {} for key in COMPARED}
+    for phase in phases:
+        for key in ("val_accuracy", "val_macro_f1"):
+            value = finite(best(runs[phase], key))
+            if value is not None:
+                values[key][phase] = value
+    if test_phase:
+        values["test_accuracy"][test_phase] = float(runs["evaluate"].metrics["accuracy"])
+    return values
+
+
+def key_results(runs, phases, test_phase, values) -> str:
+    """Per phase, with phase 2's change over phase 1 when both ran."""
+    evaluation = runs.get("evaluate")
+    both = len(phases) == 2
+
+    def compared(key: str, label: str) -> list:
+        row = [label, *(values[key].get(p, "—") for p in phases)]
+        if both:
+            before, after = (values[key].get(p) for p in PHASES)
+            row.append(signed(after - before) if before is not None and after is not None else "")
+        return row
+
+    def plain(label: str, cells: list) -> list:
+        return [label, *cells, *([""] if both else [])]
+
+    split = evaluation.metrics.get("split", "test") if evaluation else None
+    rows = [
+        compared("val_accuracy", COMPARED["val_accuracy"]),
+        compared("val_macro_f1", COMPARED["val_macro_f1"]),
+        compared("test_accuracy", f"Test accuracy ({split})" if split else "Test accuracy"),
+        plain("Training time", [seconds(runs[p].summary.get("wall_time_s")) for p in phases]),
+        plain("Epochs run", [runs[p].summary.get("epochs_run") for p in phases]),
+        plain("Best epoch", [runs[p].summary.get("best_epoch") for p in phases]),
+        plain("Stop reason", [str(runs[p].summary.get("stop_reason", "—")) for p in phases]),
+    ]
+    return table(["", *phases, *(["Change"] if both else [])], rows)
+
+
+# --- across days -----------------------------------------------------------------------
+
+
+def write_snapshot(folder: Path, experiment: str, sprint: int, day: int, values) -> Path:
+    return write_json(
+        folder / SNAPSHOT,
+        {"experiment": experiment, "sprint": sprint, "day": day, "results": values},
+    )
+
+
+def earlier_snapshot(report_dir: Path, experiment: str, sprint: int, day: int) -> dict | None:
+    """Key results of the newest earlier day's checkpoint of this experiment, if any."""
+    found = []
+    for path in Path(report_dir).glob(f"sprint*_day*_files/{SNAPSHOT}"):
+        saved = read_json(path)
+        if saved.get("experiment") == experiment and (saved["sprint"], saved["day"]) < (
+            sprint,
+            day,
+        ):
+            found.append(saved)
+    return max(found, key=lambda s: (s["sprint"], s["day"]), default=None)
+
+
+def progress_table(earlier: dict[str, Any], values: dict[str, dict[str, float]]) -> str:
+    """Each key result then and now, with its change."""
+    rows = []
+    for key, label in COMPARED.items():
+        for phase in PHASES:
+            before = earlier["results"].get(key, {}).get(phase)
+            after = values[key].get(phase)
+            if before is None and after is None:
+                continue
+            change = signed(after - before) if before is not None and after is not None else "—"
+            rows.append([f"{label} ({phase})", before, after, change])
+    then = f"Sprint {earlier['sprint']}, Day {earlier['day']}"
+    return table(["Key result", then, "Today", "Change"], rows)
+
+
+# --- other tables ----------------------------------------------------------------------
+
+
+def compare_modes(modes: dict[str, dict[str, RunFiles]]) -> str:
+    """Image-only, fusion and ROI runs side by side: best val accuracy per phase, test accuracy."""
+    names = list(modes)
+
+    def value(mode: str, stage: str, key: str):
+        run = modes[mode].get(stage)
+        if run is None:
+            return "—"
+        found = run.metrics.get(key) if stage == "evaluate" else best(run, key)
+        return "—" if found is None else found
+
+    splits = {r["evaluate"].metrics.get("split", "test") for r in modes.values() if "evaluate" in r}
+    rows = [
+        ["Best val accuracy (phase1)", *(value(m, "phase1", "val_accuracy") for m in names)],
+        ["Best val macro-F1 (phase1)", *(value(m, "phase1", "val_macro_f1") for m in names)],
+        ["Best val accuracy (phase2)", *(value(m, "phase2", "val_accuracy") for m in names)],
+        [
+            f"Accuracy ({'/'.join(sorted(splits)) or 'test'}, evaluate)",
+            *(value(m, "evaluate", "accuracy") for m in names),
+        ],
+        [
+            "Inputs besides the image",
+            *(
+                ", ".join(
+                    next((r.summary.get("side_inputs") for r in modes[m].values() if r.summary), [])
+                    or []
+                )
+                or "—"
+                for m in names
+            ),
+        ],
+    ]
+    return table(["", *names], rows)
+
+
+def model_summary(runs, phases) -> str:
+    s = {p: runs[p].summary for p in phases}
+    rows = [
+        ["Backbone", *(f"`{s[p].get('backbone', '?')}`" for p in phases)],
+        ["Classes", *(s[p].get("num_classes") for p in phases)],
+        [
+            "Input → resize (px)",
+            *(f"{num(s[p].get('input_size'))} → {num(s[p].get('image_size'))}" for p in phases),
+        ],
+        ["Total parameters", *(s[p].get("total_params") for p in phases)],
+        ["Trainable parameters", *(s[p].get("trainable_params") for p in phases)],
+        ["Non-trainable parameters", *(s[p].get("non_trainable_params") for p in phases)],
+        ["Features cached", *(num(bool(s[p].get("feature_cached"))) for p in phases)],
+    ]
+    return table(["", *phases], rows)
+
+
+def per_class_table(metrics: dict[str, Any]) -> str:
+    rows = [
+        [name, m["precision"], m["recall"], m["f1"], m["support"]]
+        for name, m in metrics["per_class"].items()
+    ]
+    return table(["Class", "Precision", "Recall", "F1", "Support"], rows)
