@@ -8,8 +8,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from transferlab.evaluation.gradcam import (
+    DISPLAY_MIN,
     heatmap_peak,
     make_gradcam_heatmap,
     overlay_heatmap,
@@ -87,6 +89,23 @@ def test_run_gradcam_writes_run_dir(cfg, tmp_path):
     ]
     for figure in result.figures:
         assert figure.stat().st_size > 2000
+    # Ten classes, one pair each, three pairs to a row: a page, not a scroll (the old
+    # grid was 1156 x 6381 px for the demo).
+    width, height = Image.open(result.run_dir / "figures" / "gradcam_correct.png").size
+    assert 800 < width < 1600 and height < 1200, (width, height)
+
+
+def test_overlays_are_drawn_large_and_smooth():
+    # An 8 x 8 digit and a 2 x 2 heatmap: at its own size the overlay is four blocks.
+    image = np.random.default_rng(0).integers(0, 255, (8, 8, 3)).astype(np.uint8)
+    heatmap = np.array([[0.0, 1.0], [0.5, 0.2]], dtype=np.float32)
+    assert overlay_heatmap(image, heatmap).shape == (8, 8, 3)
+    shown = overlay_heatmap(np.zeros_like(image), heatmap, size=DISPLAY_MIN)
+    assert shown.shape == (DISPLAY_MIN, DISPLAY_MIN, 3)
+    # On a black image the overlay is the heatmap's colour alone: a smooth ramp, not blocks.
+    assert len(np.unique(shown[:, DISPLAY_MIN // 2, :], axis=0)) > 40
+    wide = overlay_heatmap(np.zeros((30, 60, 3), np.uint8), heatmap, size=DISPLAY_MIN)
+    assert wide.shape == (DISPLAY_MIN // 2, DISPLAY_MIN, 3)  # the aspect is kept
 
 
 def test_run_gradcam_missing_model(cfg):

@@ -97,12 +97,23 @@ def plot_image_grid(
     correct: list[bool | None] | None = None,
     suptitle: str = "",
     columns: int = 4,
+    colorbar: tuple | None = None,
+    cell: float = 2.6,
 ) -> Path:
-    """Images in a grid with a title each; green titles when right, red when wrong."""
+    """Images in a grid with a title each; green titles when right, red when wrong.
+
+    ``cell``: each image's height in inches; its width follows the first image's shape
+    (wide for image | overlay pairs). ``colorbar``: (colormap, label) of a 0 to 1 colour
+    scale drawn beside the grid.
+    """
     count = max(len(images), 1)
     columns = min(columns, count)
     rows = -(-count // columns)
-    fig = Figure(figsize=(2.6 * columns, 2.9 * rows), layout="constrained")
+    aspect = images[0].shape[1] / images[0].shape[0] if images else 1.0
+    width = columns * cell * aspect + (1.2 if colorbar else 0.0)
+    height = rows * (cell + 0.3) + (0.4 if suptitle else 0.0)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = []
     if not images:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "nothing to show", ha="center", va="center")
@@ -114,6 +125,14 @@ def plot_image_grid(
         color = "black" if ok is None else ("green" if ok else "red")
         ax.set_title(title, fontsize=8, color=color)
         ax.axis("off")
+        axes.append(ax)
+    if colorbar and axes:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        colormap, label = colorbar
+        scale = ScalarMappable(Normalize(0, 1), colormap)
+        fig.colorbar(scale, ax=axes, shrink=min(0.9, 2.5 / height), label=label)
     if suptitle:
         fig.suptitle(suptitle)
     return save_figure(fig, path)

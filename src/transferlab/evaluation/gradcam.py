@@ -37,8 +37,12 @@ from transferlab.runs import find_runs, new_run_dir, read_json, write_json
 
 # Layers of ROI models whose output is the image the backbone actually sees.
 ROI_LAYERS = ("roi_crop", "roi_mask")
-# Grids of correct examples show at most this many classes (the first ones by index).
-MAX_CLASSES_SHOWN = 20
+# Overlays are drawn at least this many pixels on a side, whatever the photo's own size:
+# an 8 x 8 digit or a 32 x 32 CIFAR-10 image would otherwise show a few coloured blocks.
+DISPLAY_MIN = 160
+# A figure holds at most this many image | overlay pairs, three to a row: it fits a page.
+PAIRS_PER_FIGURE = 12
+PAIRS_PER_ROW = 3
 
 
 @dataclass
@@ -197,13 +201,49 @@ def upsample_heatmap(heatmap: np.ndarray, height: int, width: int) -> np.ndarray
 
 
 def overlay_heatmap(
-    image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    alpha: float = 0.4,
+    colormap: int = cv2.COLORMAP_JET,
+    size: int | None = None,
 ) -> np.ndarray:
-    """The heatmap, coloured with an OpenCV colormap, blended onto the original RGB image."""
+    """The heatmap, coloured with an OpenCV colormap, blended onto the original RGB image.
+
+    ``size``: draw it ``size`` pixels on the image's longer side (see ``upscale``); the
+    heatmap goes straight from the conv layer's grid to that size, so it stays smooth.
+    """
+    if size:
+        image = upscale(image, size)
     heat = upsample_heatmap(heatmap, image.shape[0], image.shape[1])
     colored = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), colormap)
     colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(colored, alpha, image.astype(np.uint8), 1 - alpha, 0)
+
+
+def upscale(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` resized to ``size`` pixels on its longer side, bilinearly, as the model's
+    resize layer does: what the backbone sees, at a size a figure can show."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image.astype(np.uint8), shape, interpolation=cv2.INTER_LINEAR)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 6) -> np.ndarray:
+    """Two RGB images in one, on white, top-aligned: an image and its overlay."""
+    height = max(left.shape[0], right.shape[0])
+    canvas = np.full((height, left.shape[1] + gap + right.shape[1], 3), 255, dtype=np.uint8)
+    canvas[: left.shape[0], : left.shape[1]] = left
+    canvas[: right.shape[0], left.shape[1] + gap :] = right
+    return canvas
+
+
+def colour_scale(colormap: int = cv2.COLORMAP_JET):
+    """The OpenCV colormap the overlays use, as a matplotlib one for the figure's scale."""
+    from matplotlib.colors import ListedColormap
+
+    colours = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], colormap)
+    return ListedColormap(colours[:, 0, ::-1] / 255.0)  # BGR to RGB
 
 
 def heatmap_peak(heatmap: np.ndarray, height: int, width: int) -> tuple[int, int]:
@@ -213,17 +253,30 @@ def heatmap_peak(heatmap: np.ndarray, height: int, width: int) -> tuple[int, int
     return int(row), int(col)
 
 
-def gradcam_overlays(model, pixels: np.ndarray, layer_name: str, class_index=None, side=None):
+def gradcam_overlays(
+    model, pixels: np.ndarray, layer_name: str, class_index=None, side=None, display=None
+):
     """Heatmaps of model-sized pixels (N, S, S, 3), overlaid on those pixels.
 
     ``side``: the images' metadata and boxes, for fusion and ROI models. An ROI model's
     heatmap is overlaid on its crop (or masked image), the part of the image it saw.
+    ``display``: draw the overlays that many pixels on a side (default: the pixels' own).
     """
     inputs = assemble_inputs(model, pixels, side)
     heatmaps = make_gradcam_heatmap(inputs, model, layer_name, class_index)
     seen = seen_images(model, inputs)
     shown = pixels if seen is None else seen
-    return [overlay_heatmap(im, h) for im, h in zip(shown, heatmaps, strict=True)], heatmaps
+    overlays = [overlay_heatmap(im, h, size=display) for im, h in zip(shown, heatmaps, strict=True)]
+    return overlays, heatmaps
+
+
+def display_size(model, size: int) -> int:
+    """The side overlays are drawn at: the model's resize layer's, at least DISPLAY_MIN."""
+    try:
+        side = int(model.get_layer("resize").height)
+    except ValueError:
+        side = size  # no resize layer: the model sees the pixels as they are fed
+    return max(side, DISPLAY_MIN)
 
 
 # --- the gradcam stage ---------------------------------------------------------------
@@ -310,50 +363,66 @@ def saved_predictions(cfg: Config, model_path: Path, split: str, table: pd.DataF
 
 
 class GridMaker:
-    """Draws image and Grad-CAM pairs for chosen prediction rows, reading only those images."""
+    """Draws image | Grad-CAM pairs for chosen prediction rows, reading only those images.
+
+    Each pair is drawn at ``display_size`` (the model's resize side, or a readable
+    minimum) under the class and confidence, beside a colour scale, three pairs to a row
+    and at most PAIRS_PER_FIGURE to a figure.
+    """
 
     def __init__(self, model, dataset: ImageDataset, size: int, layer_name: str, folder: Path):
         self.model, self.dataset, self.size = model, dataset, size
         self.layer_name, self.folder = layer_name, folder
+        self.display = display_size(model, size)
 
     def correct(self, predictions: pd.DataFrame, count: int) -> Path:
-        """Up to ``count`` correctly classified images per class, as image and overlay pairs."""
-        per_class = max(1, min(4, count // 2))
+        """The most confident correct images of each class: as many per class as fit."""
         right = predictions[predictions["correct"]]
+        groups = [group for _, group in right.groupby("true_label")][:PAIRS_PER_FIGURE]
+        per_class = max(1, min(count, PAIRS_PER_FIGURE) // max(len(groups), 1))
         rows = pd.concat(
-            [group.nlargest(per_class, "confidence") for _, group in right.groupby("true_label")][
-                :MAX_CLASSES_SHOWN
-            ]
-            or [right.head(0)]
+            [group.nlargest(per_class, "confidence") for group in groups] or [right.head(0)]
         )
         titles = [f"{short(r.true_class)} {r.confidence:.2f}" for r in rows.itertuples()]
         return self.pairs(rows, titles, "gradcam_correct.png", "Correct, per class")
 
     def mistakes(self, predictions: pd.DataFrame, count: int) -> Path:
         """The most confident mistakes, heatmap of the (wrongly) predicted class."""
-        rows = confident_mistakes(predictions, count)
+        rows = confident_mistakes(predictions, min(count, PAIRS_PER_FIGURE))
         titles = [
-            f"{short(r.true_class)}→{short(r.predicted_class)} {r.confidence:.2f}"
+            f"{short(r.true_class)} → {short(r.predicted_class)} {r.confidence:.2f}"
             for r in rows.itertuples()
         ]
         return self.pairs(rows, titles, "gradcam_mistakes.png", "Most confident mistakes")
 
     def pairs(self, rows: pd.DataFrame, titles, name: str, suptitle: str) -> Path:
-        images, labels, marks = [], [], []
+        shown = []
         if len(rows):
             ids = rows["sample_id"].astype(str)
             pixels = self.dataset.load_images(ids, self.size)
             side = None
             if side_names_of(self.model):
                 side = self.dataset.side.arrays(self.dataset.rows(ids))
-            overlays, _ = gradcam_overlays(self.model, pixels, self.layer_name, side=side)
-            for original, overlay, title, ok in zip(
-                pixels, overlays, titles, rows["correct"], strict=True
-            ):
-                images += [original, overlay]
-                labels += [title, "Grad-CAM"]
-                marks += [bool(ok), None]
-        return plot_image_grid(images, labels, self.folder / name, marks, suptitle, columns=4)
+            overlays, _ = gradcam_overlays(
+                self.model, pixels, self.layer_name, side=side, display=self.display
+            )
+            shown = [
+                side_by_side(upscale(original, self.display), overlay)
+                for original, overlay in zip(pixels, overlays, strict=True)
+            ]
+        return self.grid(shown, titles, [bool(ok) for ok in rows["correct"]], name, suptitle)
+
+    def grid(self, shown, titles, marks, name: str, suptitle: str) -> Path:
+        return plot_image_grid(
+            shown,
+            titles,
+            self.folder / name,
+            marks,
+            f"{suptitle} (image | Grad-CAM of the predicted class)",
+            columns=PAIRS_PER_ROW,
+            colorbar=(colour_scale(), "Grad-CAM (relative importance)"),
+            cell=1.6,
+        )
 
     def named(self, images) -> Path:
         """Overlays on the user's own images (paths or arrays), read as ``predict`` reads them."""
@@ -361,16 +430,13 @@ class GridMaker:
         pixels = np.stack(
             [pixels_of(item, self.size, n) for n, item in zip(names, items, strict=True)]
         )
-        overlays, _ = gradcam_overlays(self.model, pixels, self.layer_name)
+        overlays, _ = gradcam_overlays(self.model, pixels, self.layer_name, display=self.display)
         probabilities = np.asarray(self.model.predict_on_batch(pixels))
         class_names = self.dataset.class_names
         shown, titles = [], []
         for name, original, overlay, p in zip(names, pixels, overlays, probabilities, strict=True):
-            shown += [original, overlay]
-            titles += [
-                short(Path(name).name, 18),
-                f"{short(class_names[int(p.argmax())])} {p.max():.2f}",
-            ]
-        return plot_image_grid(
-            shown, titles, self.folder / "gradcam_named.png", None, "Named images", columns=4
-        )
+            shown.append(side_by_side(upscale(original, self.display), overlay))
+            titles.append(
+                f"{short(Path(name).name, 18)}: {short(class_names[int(p.argmax())])} {p.max():.2f}"
+            )
+        return self.grid(shown, titles, None, "gradcam_named.png", "Named images")

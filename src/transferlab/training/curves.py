@@ -10,6 +10,7 @@ import numpy as np
 from transferlab.runs import write_with
 
 METRICS = ("loss", "accuracy", "macro_f1")
+LINES = (("", "tab:blue", "train"), ("val_", "tab:orange", "validation"))
 
 
 def plot_curves(path: Path, rows: list[dict], title: str) -> Path | None:
@@ -18,10 +19,19 @@ def plot_curves(path: Path, rows: list[dict], title: str) -> Path | None:
 
 
 def plot_phases(path: Path, phases: dict[str, list[dict]], title: str) -> Path | None:
+    """``curves_figure`` saved as PNG; None when no phase has a row."""
+    fig = curves_figure(phases, title)
+    if fig is None:
+        return None
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    return path
+
+
+def curves_figure(phases: dict[str, list[dict]], title: str):
     """Phases one after another on one epoch axis, a dashed line where each new one starts.
 
-    ``phases``: each phase's metrics.csv rows (dicts with ``epoch``), in training order.
-    Epochs count on across phases: phase 2's first epoch follows phase 1's last.
+    ``phases``: each phase's metrics.csv rows (dicts with ``epoch``) by name, in training
+    order. Epochs count on across phases: phase 2's first epoch follows phase 1's last.
     """
     segments, offset = [], 0
     for name, rows in phases.items():
@@ -36,42 +46,35 @@ def plot_phases(path: Path, phases: dict[str, list[dict]], title: str) -> Path |
 
     fig = Figure(figsize=(10, 7))
     axes = fig.subplots(2, 2, sharex=True)
-    for ax, name in zip(axes.flat[:3], METRICS, strict=True):
+    for ax, metric in zip(axes.flat[:3], METRICS, strict=True):
         for i, (_, epochs, rows) in enumerate(segments):
-            # One line per phase: phase 2 starts from phase 1's best epoch, not its last.
-            for key, color, label in (
-                (name, "tab:blue", "train"),
-                (f"val_{name}", "tab:orange", "validation"),
-            ):
-                ax.plot(
-                    epochs,
-                    column(rows, key),
-                    marker="o",
-                    color=color,
-                    label=label if i == 0 else None,
-                )
-        ax.set_title(name.replace("_", " "))
+            # A line per phase: phase 2 starts from phase 1's best epoch, not from its last.
+            for prefix, color, label in LINES:
+                values = column(rows, prefix + metric)
+                ax.plot(epochs, values, marker="o", color=color, label=None if i else label)
+        ax.set_title(metric.replace("_", " "))
         ax.legend()
     lr_ax = axes.flat[3]
-    rates = []
     for _, epochs, rows in segments:
         lr_ax.plot(epochs, column(rows, "learning_rate"), marker="o", color="tab:green")
-        rates += column(rows, "learning_rate")
     lr_ax.set_title("learning rate")
-    finite = [r for r in rates if math.isfinite(r)]
-    if finite and min(finite) > 0 and np.ptp(finite):
+    rates = [r for _, _, rows in segments for r in column(rows, "learning_rate")]
+    rates = [r for r in rates if math.isfinite(r)]
+    if rates and min(rates) > 0 and np.ptp(rates):
         lr_ax.set_yscale("log")
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_xlim(0.5, offset + 0.5)
         for i, (name, epochs, _) in enumerate(segments):
-            if i > 0:
+            if i:
                 ax.axvline(epochs[0] - 0.5, color="0.4", linestyle="--", linewidth=1)
             if name:
-                ax.text(
-                    epochs[0] - 0.4,
-                    0.98,
+                ax.annotate(
                     name,
-                    transform=ax.get_xaxis_transform(),
+                    (epochs[0] - 0.5, 1),
+                    xycoords=ax.get_xaxis_transform(),
+                    xytext=(3, -3),
+                    textcoords="offset points",
                     va="top",
                     fontsize=8,
                     color="0.3",
@@ -80,8 +83,7 @@ def plot_phases(path: Path, phases: dict[str, list[dict]], title: str) -> Path |
         ax.set_xlabel("epoch")
     fig.suptitle(title)
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    return path
+    return fig
 
 
 def column(rows: list[dict], key: str) -> list[float]:
