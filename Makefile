@@ -10,11 +10,12 @@ STAMP := $(VENV)/.installed
 KERNEL := transferlab
 CONFIG ?= configs/cifar10_resnet50.yaml
 SET ?=
+DATA ?=
 PYTEST_ARGS ?=
 
 RUN_STAGE = $(BIN)/python -m transferlab $(1) --notebook --config "$(CONFIG)" --set "$(SET)"
 
-.PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam report bench clean
+.PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam predict report bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +59,9 @@ evaluate: setup ## Evaluate the best model on eval.split
 
 gradcam: setup ## Grad-CAM overlays for the best model
 	$(call RUN_STAGE,gradcam)
+
+predict: setup ## Classify new photos: make predict DATA=path/to/photo-or-folder
+	$(BIN)/python -m transferlab predict --notebook --config "$(CONFIG)" --set "$(SET) predict.data=$(DATA)"
 
 report: setup ## Write the day-checkpoint report from the run files
 	$(call RUN_STAGE,report)

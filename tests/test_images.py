@@ -155,7 +155,8 @@ def test_every_stage_feeds_the_model_the_same_pixels(cfg, every_kind_folder, mon
     def images_of(batches):
         return np.concatenate([x.numpy() for x, _ in batches])
 
-    training = make_data(folder_cfg, dataset, prepare_splits(folder_cfg, dataset), 20, None, 2)
+    splits = prepare_splits(folder_cfg, dataset)
+    training = make_data(folder_cfg, dataset, splits, 20, None, 2, epochs=(0, 1))
     seen_in_training = images_of(training.val)
     assert np.array_equal(seen_in_training, images_of(make_tf_dataset(dataset, val, 4, 20)))
     assert np.array_equal(

@@ -21,14 +21,28 @@ def tiny_overrides(root):
     return (
         f"output_dir={root}/outputs models_dir={root}/models checkpoints_dir={root}/checkpoints "
         f"report.output_dir={root}/reports model.image_size=32 data.subset_per_class=40 "
-        "phase1.epochs=2 phase2.epochs=1 train.batch_size=32 eval.gradcam_images=4"
+        "phase1.epochs=2 phase2.epochs=1 train.batch_size=32 eval.gradcam_images=4 "
+        f"predict.data={root}/photos predict.gradcam_images=2"
     )
+
+
+def write_photos(folder):
+    """Three new photos of digits-like pixels and one file that is no image."""
+    import numpy as np
+
+    from .conftest import write_image
+
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        write_image(folder / f"photo_{i}.png", rng.integers(0, 255, (16, 12, 3), dtype=np.uint8))
+    (folder / "notes.jpg").write_text("not a photo")
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """Run the six notebooks in order, as `make demo` does, into one tmp project."""
+    """Run every notebook in order, as `make demo` does, into one tmp project."""
     root = tmp_path_factory.mktemp("project")
+    write_photos(root / "photos")
     paths = {
         target: run_notebook(target, DEMO, tiny_overrides(root), ROOT / "notebooks")
         for target in NOTEBOOK_STAGES
@@ -68,7 +82,10 @@ def test_training_notebooks_recorded_their_epochs(executed):
     assert phase2["epoch"].tolist() == [1]
     assert phase1["val_accuracy"].between(0, 1).all()
     assert (root / "models" / "demo_phase1_best.keras").is_file()
-    assert (root / "models" / "demo_phase2_best.keras").is_file()
+    # Phase 2 writes its own best model only when it beats phase 1's; its summary says.
+    summary = json.loads((paths["train-phase2"].parents[1] / "summary.json").read_text())
+    phase2_model = root / "models" / "demo_phase2_best.keras"
+    assert phase2_model.is_file() == (not summary["kept_phase1"])
     assert (paths["train-phase1"].parents[1] / "figures" / "training_curves.png").stat().st_size > 0
 
 
@@ -84,6 +101,25 @@ def test_evaluation_and_gradcam_notebooks_wrote_metrics_and_figures(executed):
     assert len(figures) >= 4 and all(f.stat().st_size > 0 for f in figures)
     gradcam_figures = list((paths["gradcam"].parents[1] / "figures").glob("*.png"))
     assert gradcam_figures and all(f.stat().st_size > 0 for f in gradcam_figures)
+
+
+def test_predict_notebook_classified_the_photos_and_listed_the_unreadable(executed):
+    root, paths = executed
+    run_dir = paths["predict"].parents[1]
+    predictions = pd.read_csv(run_dir / "predictions.csv", dtype=str)
+    assert sorted(predictions["path"].map(lambda p: p.rsplit("/", 1)[-1])) == [
+        "photo_0.png",
+        "photo_1.png",
+        "photo_2.png",
+    ]
+    assert {"predicted_class", "confidence", "class_1", "prob_1", "class_3", "prob_3"} <= set(
+        predictions.columns
+    )
+    skipped = pd.read_csv(run_dir / "skipped.csv")
+    assert skipped["path"].str.endswith("notes.jpg").tolist() == [True]
+    page = (run_dir / "predictions.md").read_text()
+    assert "3 photo(s) classified, 1 skipped" in page and "notes.jpg" in page
+    assert (run_dir / "figures" / "gradcam_named.png").stat().st_size > 0
 
 
 def test_report_notebook_wrote_a_report_whose_links_exist(executed):

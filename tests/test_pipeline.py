@@ -23,18 +23,23 @@ def test_in_memory_pipeline_keeps_uint8_and_native_size(cfg):
     assert np.array_equal(images, ds.load_images(splits.val["sample_id"], size))
 
 
-def test_training_pipeline_shuffles_each_epoch_reproducibly(cfg):
+def test_training_pipeline_draws_each_epochs_order_from_seed_and_epoch(cfg):
     ds = load_dataset(cfg)
     splits = prepare_splits(cfg, ds)
+    steps = -(-len(splits.train) // 32)
 
-    def epoch_labels(seed):
-        pipeline = make_tf_dataset(ds, splits.train, 32, 8, training=True, seed=seed)
-        return [np.concatenate([y.numpy() for _, y in pipeline]) for _ in range(2)]
+    def epoch_labels(seed, first, end):
+        pipeline = make_tf_dataset(ds, splits.train, 32, 8, epochs=(first, end), seed=seed)
+        batches = [y.numpy() for _, y in pipeline]
+        assert len(batches) == steps * (end - first)  # no batch straddles two epochs
+        return [np.concatenate(batches[i * steps : (i + 1) * steps]) for i in range(end - first)]
 
-    first, second = epoch_labels(0)
+    first, second, third = epoch_labels(0, 0, 3)
     assert sorted(first) == sorted(splits.train["label"].tolist())
     assert not np.array_equal(first, second)
-    assert np.array_equal(epoch_labels(0)[0], first)
+    # A run resumed at epoch 2 sees what an uninterrupted run saw in its epoch 2.
+    assert np.array_equal(epoch_labels(0, 2, 3)[0], third)
+    assert not np.array_equal(epoch_labels(1, 0, 1)[0], first)
 
 
 def test_file_pipeline_reads_odd_modes_exactly_as_load_images(cfg, tmp_path):

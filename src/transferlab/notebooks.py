@@ -8,6 +8,7 @@ a validated Config. ``run_notebook`` executes a notebook with papermill in the
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,13 @@ def run_notebook(
             kernel_name=KERNEL_NAME,
             cwd=str(Path.cwd()),
             progress_bar=False,
-            log_output=True,
+            # The cells' own output (epoch lines, progress bars) streams to the terminal
+            # as it comes; the executed notebook keeps it all too.
+            stdout_file=sys.stdout,
+            stderr_file=sys.stderr,
+            # The kernel listens on localhost only; its warning about unencrypted TCP
+            # reads as an alarm on every run.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except papermill.PapermillExecutionError as err:
         error = f"{notebook} failed: {err.ename}: {err.evalue}"

@@ -65,6 +65,13 @@ STAGES = {
         "Grad-CAM grids",
         memory_hint="lower eval.gradcam_images or train.batch_size",
     ),
+    "predict": Stage(
+        "transferlab.evaluation:predict_images",
+        "07_predict.ipynb",
+        "predict",
+        "Classify new photos (predict.data)",
+        memory_hint="lower train.batch_size or predict.gradcam_images",
+    ),
     "report": Stage(
         "transferlab.reports:write_day_checkpoint",
         "06_day_checkpoint.ipynb",

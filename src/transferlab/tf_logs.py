@@ -28,11 +28,18 @@ NOISE = (
 )
 
 
+# Set beside TF_CPP_MIN_LOG_LEVEL when transferlab chose it, so the processes it starts
+# (a notebook's kernel) tell that choice from the user's.
+MARKER = "TRANSFERLAB_QUIET_TENSORFLOW"
+
+
 def quiet_tensorflow() -> None:
     """Hide TensorFlow's start-up noise, unless TF_CPP_MIN_LOG_LEVEL says otherwise."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+    chosen_by_user = "TF_CPP_MIN_LOG_LEVEL" in os.environ and MARKER not in os.environ
+    if chosen_by_user or "tensorflow" in sys.modules:
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ[MARKER] = "1"
     sys.meta_path.insert(0, QuietImport())
 
 

@@ -22,6 +22,7 @@ from transferlab.config.schema import (
     EvalConfig,
     ModelConfig,
     PhaseConfig,
+    PredictConfig,
     ReportConfig,
     TrainConfig,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "EvalConfig",
     "ModelConfig",
     "PhaseConfig",
+    "PredictConfig",
     "ReportConfig",
     "TrainConfig",
     "all_keys",

@@ -185,6 +185,20 @@ class EvalConfig:
 
 
 @dataclass
+class PredictConfig:
+    # A photo or a folder of photos to classify (make predict DATA=...).
+    data: str | None = None
+    # Classes listed per photo in predictions.csv, most likely first.
+    top_k: int = 3
+    # Photos drawn with their Grad-CAM overlay on the predictions page.
+    gradcam_images: int = 16
+
+    def check(self) -> None:
+        check_min("predict.top_k", self.top_k, 1)
+        check_min("predict.gradcam_images", self.gradcam_images, 0)
+
+
+@dataclass
 class ReportConfig:
     project: str = "transferlab"
     sprint: int = 1
@@ -262,6 +276,7 @@ class Config:
         default_factory=lambda: PhaseConfig(epochs=10, learning_rate=1e-4, unfreeze_from="conv5")
     )
     eval: EvalConfig = field(default_factory=EvalConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
@@ -276,6 +291,7 @@ class Config:
         self.phase1.check("phase1")
         self.phase2.check("phase2")
         self.eval.check()
+        self.predict.check()
         self.report.check()
         self.bench.check()
         self.check_inputs()

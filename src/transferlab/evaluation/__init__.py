@@ -9,15 +9,18 @@ from transferlab.evaluation.evaluate import EvalResult, evaluate
 from transferlab.evaluation.gradcam import GradcamResult, make_gradcam_heatmap, run_gradcam
 from transferlab.evaluation.inference import default_model_path, predict
 from transferlab.evaluation.metrics import compute_metrics, predictions_table
+from transferlab.evaluation.new_images import PredictResult, predict_images
 
 __all__ = [
     "EvalResult",
     "GradcamResult",
+    "PredictResult",
     "compute_metrics",
     "default_model_path",
     "evaluate",
     "make_gradcam_heatmap",
     "predict",
+    "predict_images",
     "predictions_table",
     "run_gradcam",
 ]

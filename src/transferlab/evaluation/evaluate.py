@@ -72,7 +72,7 @@ def evaluate(
     if table.empty:
         raise DataError(f"the {split} split holds no images; check data.splits")
     batches = split_batches(model, cfg, dataset, table)
-    probabilities = predict_dataset(model, batches)
+    probabilities = predict_dataset(model, batches, len(table), f"evaluate on {split}")
     y_true = table["label"].to_numpy()
     class_names = dataset.class_names
 
@@ -87,7 +87,7 @@ def evaluate(
         loss=cross_entropy(y_true, probabilities, cfg.train.label_smoothing),
     )
     if cfg.eval.tta > 0:
-        tta = tta_probabilities(model, batches, cfg.eval.tta, cfg.seed)
+        tta = tta_probabilities(model, batches, len(table), cfg.eval.tta, cfg.seed)
         metrics["tta_passes"] = cfg.eval.tta
         metrics["tta_accuracy"] = float(skm.accuracy_score(y_true, tta.argmax(axis=1)))
 

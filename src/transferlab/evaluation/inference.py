@@ -25,6 +25,7 @@ from transferlab.models.signature import (
     input_size_of,
     side_names_of,
 )
+from transferlab.progress import PredictProgress, progress_bar
 from transferlab.runs import best_model_path, read_json, write_text
 
 
@@ -60,9 +61,13 @@ def split_batches(model, cfg: Config, dataset: ImageDataset, table: pd.DataFrame
     )
 
 
-def predict_dataset(model, batches: tf.data.Dataset) -> np.ndarray:
-    """Probabilities (N, classes) for a batched dataset of (inputs, labels), streamed."""
-    return np.asarray(model.predict(batches, verbose=0), dtype=np.float32)
+def predict_dataset(model, batches: tf.data.Dataset, images: int, description: str) -> np.ndarray:
+    """Probabilities (N, classes) for a batched dataset of (inputs, labels), streamed.
+
+    ``images``: how many the dataset holds, for the progress bar.
+    """
+    watch = PredictProgress(images, description)
+    return np.asarray(model.predict(batches, verbose=0, callbacks=[watch]), dtype=np.float32)
 
 
 # --- new images ------------------------------------------------------------------------
@@ -95,7 +100,9 @@ def predict(
     size = input_size_of(model)
     names, items = list_sources(images_or_folder)
     kept, parts, skipped = [], [], []
+    bar = progress_bar(len(items), "predict")
     for start in range(0, len(items), batch_size):
+        bar.update(min(batch_size, len(items) - start))
         batch_names, pixels = [], []
         for index in range(start, min(start + batch_size, len(items))):
             try:
@@ -114,6 +121,7 @@ def predict(
         inputs = assemble_inputs(model, np.stack(pixels), side)
         parts.append(np.asarray(model.predict_on_batch(inputs), dtype=np.float32))
         kept += batch_names
+    bar.close()
     if skipped:
         warnings.warn(
             f"{len(skipped)} image(s) could not be read and were left out, e.g. "

@@ -11,21 +11,25 @@ import numpy as np
 import tensorflow as tf
 
 from transferlab.evaluation.inference import predict_dataset
+from transferlab.progress import progress_bar
 
 
-def tta_probabilities(model, batches: tf.data.Dataset, passes: int, seed: int) -> np.ndarray:
+def tta_probabilities(
+    model, batches: tf.data.Dataset, images: int, passes: int, seed: int
+) -> np.ndarray:
     """Mean probabilities over the plain images and ``passes`` augmented copies.
 
     ``batches`` yields (inputs, labels) as ``make_tf_dataset`` makes them; each batch is
     augmented and predicted in turn, so memory does not grow with the split.
     """
-    total = predict_dataset(model, batches)
+    total = predict_dataset(model, batches, images, "TTA: plain images")
     for index in range(passes):
         augment = copy_maker(seed + 2 * index)
-        parts = [
-            np.asarray(model.predict_on_batch(augment(inputs)), dtype=np.float32)
-            for inputs, _ in batches
-        ]
+        parts = []
+        with progress_bar(images, f"TTA: copy {index + 1} of {passes}") as bar:
+            for inputs, _ in batches:
+                parts.append(np.asarray(model.predict_on_batch(augment(inputs)), np.float32))
+                bar.update(len(parts[-1]))
         total += np.concatenate(parts)
     return total / (passes + 1)
 

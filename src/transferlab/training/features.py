@@ -18,6 +18,7 @@ from transferlab.config import Config
 from transferlab.data import ImageDataset, Splits
 from transferlab.data.pipeline import feature_dataset, make_tf_dataset
 from transferlab.data.side import side_input_names
+from transferlab.progress import PredictProgress
 
 
 def metadata_stats(cfg: Config, dataset: ImageDataset, splits: Splits) -> dict | None:
@@ -76,7 +77,9 @@ def feature_datasets(
     # costs more than computing the features.
     full_batches = math.ceil(len(both) / batch) * batch
     images = images.unbatch().repeat().take(full_batches).batch(batch)
-    features = extractor.predict(images, verbose=0).astype(np.float32)[: len(both)]
+    watch = PredictProgress(full_batches, "phase1: backbone features, computed once")
+    features = extractor.predict(images, verbose=0, callbacks=[watch])
+    features = features.astype(np.float32)[: len(both)]
     cut = len(splits.train)
     return (
         feature_dataset(

@@ -37,6 +37,7 @@ from transferlab.models import (
     side_input_names,
     unfreeze_from,
 )
+from transferlab.progress import EpochProgress
 from transferlab.runs import (
     PhasePaths,
     new_run_dir,
@@ -161,6 +162,7 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
 
     rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["epoch"] <= state.epoch]
     own_callbacks, checkpoint = make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir)
+    own_callbacks.append(EpochProgress(phase, phase_cfg.epochs, data.steps_per_epoch))
     last_epoch = state.epoch if state.stop_reason == "early_stopping" else phase_cfg.epochs
     stop_reason = "completed"
     try:
@@ -173,7 +175,7 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
             callbacks=[*own_callbacks, *callbacks],
             class_weight=class_weights(cfg, labels_of(dataset, splits.train), num_classes),
             shuffle=False,  # the tf.data pipeline shuffles, per epoch
-            verbose="auto",
+            verbose=0,  # EpochProgress reports, a line per epoch
         )
     except KeyboardInterrupt:
         stop_reason = "interrupted"
