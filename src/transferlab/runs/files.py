@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +24,7 @@ def atomic_path(path: str | Path, suffix: str = "", durable: bool = False):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent
-    )
-    os.close(fd)
-    # mkstemp makes the file private (0600); give it the mode open() would have.
-    os.chmod(tmp, 0o666 & ~current_umask())
+    tmp = temporary_file(path, suffix or path.suffix)
     try:
         yield Path(tmp)
         if durable:
@@ -42,10 +37,18 @@ def atomic_path(path: str | Path, suffix: str = "", durable: bool = False):
             os.remove(tmp)
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def temporary_file(path: Path, suffix: str) -> str:
+    """Create an empty, unique file beside ``path``, with the mode open() would give it.
+
+    (tempfile.mkstemp would make it private, 0600, and a model saved through it too.)
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return str(tmp)
+        except FileExistsError:
+            continue
 
 
 def sync_file(path: str | Path) -> None:
