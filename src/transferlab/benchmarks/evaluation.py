@@ -7,13 +7,10 @@ files twice: the first scan decodes every file, the second reads the kept scan.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from transferlab.benchmarks.pipeline import peak_rss_mb, write_synthetic_folder
+from transferlab.benchmarks.pipeline import in_fresh_process, peak_rss_mb, write_synthetic_folder
 from transferlab.benchmarks.timing import figure
 from transferlab.config import Config
 
@@ -49,22 +46,6 @@ def evaluate_folder(settings: dict) -> dict:
     }
 
 
-def evaluate_in_subprocess(settings: dict) -> dict:
-    code = (
-        "import json, sys; from transferlab.benchmarks.evaluation import evaluate_folder; "
-        "print(json.dumps(evaluate_folder(json.loads(sys.argv[1]))))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(settings)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"evaluate benchmark subprocess failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def evaluate_memory(cfg: Config, work_dir: Path) -> dict:
     """Peak resident memory and time per image of ``evaluate`` (TTA on) at N and 4N images."""
     bench = cfg.bench
@@ -88,7 +69,7 @@ def evaluate_memory(cfg: Config, work_dir: Path) -> dict:
             "eval.split": "test",
             "eval.tta": 1,
         }
-        run = evaluate_in_subprocess(settings)
+        run = in_fresh_process("transferlab.benchmarks.evaluation:evaluate_folder", settings)
         per_image = run["seconds"] / run["images"] * 1e3
         figures.append(
             figure(

@@ -62,18 +62,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def stream_in_subprocess(root: Path, input_size: int, batch_size: int, repeats: int) -> dict:
-    """``stream_folder`` in a fresh Python process, so its peak memory is its own."""
-    args = json.dumps([str(root), input_size, batch_size, repeats])
+def in_fresh_process(function: str, *args) -> dict:
+    """``module:function(*args)`` in a fresh Python process, so its peak memory is its own.
+
+    The arguments and the returned dict travel as JSON.
+    """
+    module, name = function.split(":")
     code = (
-        "import json, sys; from transferlab.benchmarks.pipeline import stream_folder; "
-        "print(json.dumps(stream_folder(*json.loads(sys.argv[1]))))"
+        f"import json, sys; from {module} import {name}; "
+        f"print(json.dumps({name}(*json.loads(sys.argv[1]))))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, args], capture_output=True, text=True, check=False
+        [sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(f"pipeline benchmark subprocess failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"benchmark subprocess {function} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -84,7 +87,13 @@ def pipeline_scaling(cfg: Config, work_dir: Path) -> dict:
     figures = []
     for count in (bench.pipeline_images, 2 * bench.pipeline_images, 4 * bench.pipeline_images):
         root = write_synthetic_folder(work_dir / f"n{count}", count, bench.file_size)
-        run = stream_in_subprocess(root, input_size, bench.batch_size, bench.repeats)
+        run = in_fresh_process(
+            "transferlab.benchmarks.pipeline:stream_folder",
+            str(root),
+            input_size,
+            bench.batch_size,
+            bench.repeats,
+        )
         per_image = [s / count * 1e3 for s in run["seconds"]]
         labels = {"images": count, "input_size": input_size, "max_rss_mb": run["max_rss_mb"]}
         figures.append(figure("ms_per_image", "ms/image", per_image, **labels))

@@ -196,23 +196,15 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     if stop_reason != "interrupted" and is_chief():
         state.finished = True
         save_state(state, paths)
-    wall_time_s = time.perf_counter() - started
-    best = best_model_of_experiment(paths, state, start)
-    summary = write_summary(
-        cfg,
-        phase,
-        state,
-        rows,
-        run_dir,
-        full,
-        paths,
-        dataset,
-        data,
-        policy,
-        strategy,
-        wall_time_s,
-        best,
-    )
+    facts = {
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "device": describe_device(),
+        "replicas": strategy.num_replicas_in_sync,
+        "precision": policy,
+        "model_path": str(paths.best),
+        **best_model_of_experiment(paths, state, start),
+    }
+    summary = write_summary(cfg, state, rows, full, dataset, data, facts)
     if stop_reason == "nan_loss":
         epoch, batch = checkpoint.nan_batch
         raise TrainingError(
@@ -464,28 +456,14 @@ def count_params(weights) -> int:
     return int(sum(np.prod(w.shape) for w in weights))
 
 
-def write_summary(
-    cfg,
-    phase,
-    state,
-    rows,
-    run_dir,
-    full,
-    paths,
-    dataset,
-    data,
-    policy,
-    strategy,
-    wall_time_s,
-    best_model: dict,
-) -> dict:
+def write_summary(cfg, state, rows, full, dataset, data, facts: dict) -> dict:
     """summary.json and figures/training_curves.png of this phase's run."""
     best_row = next((r for r in rows if r["epoch"] == state.best_epoch), {})
     trainable = count_params(full.trainable_weights)
     total = count_params(full.weights)
     summary = {
         "experiment": cfg.experiment,
-        "phase": phase,
+        "phase": state.phase,
         "total_params": total,
         "trainable_params": trainable,
         "non_trainable_params": total - trainable,
@@ -494,18 +472,13 @@ def write_summary(
         "monitor": cfg.train.monitor,
         "epochs_run": state.epoch,
         "stop_reason": state.stop_reason,
-        "wall_time_s": round(wall_time_s, 2),
-        "device": describe_device(),
-        "replicas": strategy.num_replicas_in_sync,
-        "precision": policy,
         "xla": cfg.train.xla,
         "versions": {
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "transferlab": transferlab.__version__,
         },
-        "model_path": str(paths.best),
-        "checkpoint_path": str(paths.folder / state.last_file) if state.last_file else None,
+        "checkpoint": state.last_file or None,
         "input_size": data.input_size,
         "image_size": cfg.model.image_size,
         "backbone": cfg.model.backbone,
@@ -520,10 +493,12 @@ def write_summary(
         "val_size": len(data.splits.val),
         "feature_cached": state.feature_cached,
         "feature_cache_s": round(data.feature_cache_s, 3),
-        "run_dir": str(run_dir),
-        **best_model,
+        "run_dir": state.run_dir,
+        **facts,
     }
     if is_chief():
+        run_dir = Path(state.run_dir)
         write_json(run_dir / "summary.json", summary)
-        plot_curves(run_dir / "figures" / "training_curves.png", rows, f"{cfg.experiment} {phase}")
+        title = f"{cfg.experiment} {state.phase}"
+        plot_curves(run_dir / "figures" / "training_curves.png", rows, title)
     return summary
