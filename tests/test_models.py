@@ -235,3 +235,10 @@ def test_small_resnet50_learns_easy_images(cfg):
     assert history.history["accuracy"][-1] >= 0.97
     _, accuracy = model.evaluate(x, y, verbose=0)
     assert accuracy >= 0.97
+
+
+def test_every_configurable_image_augmentation_has_a_layer():
+    from transferlab.config.schema import IMAGE_AUGMENTATIONS
+    from transferlab.models import AUGMENTATION_LAYERS
+
+    assert set(AUGMENTATION_LAYERS) == set(IMAGE_AUGMENTATIONS)

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-AUGMENTATIONS = (
+# The augmentation names, defined here once. Per-image ones are layers in the model
+# (models.AUGMENTATION_LAYERS builds them); batch ones mix whole batches in the pipeline.
+IMAGE_AUGMENTATIONS = (
     "flip",
     "rotation",
     "zoom",
@@ -16,9 +18,9 @@ AUGMENTATIONS = (
     "contrast",
     "brightness",
     "randaugment",
-    "mixup",
-    "cutmix",
 )
+BATCH_AUGMENTATIONS = ("mixup", "cutmix")
+AUGMENTATIONS = IMAGE_AUGMENTATIONS + BATCH_AUGMENTATIONS
 # Augmentations that move pixels (randaugment rotates, shears and translates).
 GEOMETRIC_AUGMENTATIONS = ("flip", "rotation", "zoom", "translation", "randaugment")
 
@@ -311,7 +313,7 @@ class Config:
                 f"model.roi_index={self.model.roi_index} must be below "
                 f"data.max_boxes={data.max_boxes}"
             )
-        mixing = sorted(set(self.model.augmentation) & {"mixup", "cutmix"})
+        mixing = sorted(set(self.model.augmentation) & set(BATCH_AUGMENTATIONS))
         if self.train.deterministic and mixing:
             raise ConfigError(
                 f"train.deterministic cannot replay model.augmentation {mixing} (they draw "

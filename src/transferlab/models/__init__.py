@@ -7,6 +7,10 @@ TensorFlow import), so the same model builds under the JAX backend.
 
 Layer names are an interface: Grad-CAM and evaluation look up "backbone",
 "head_pool", ..., "logits" and "predictions".
+
+Importing this package registers every object a saved model can name (custom layers,
+side layers, the OneCycle schedule), so ``keras.models.load_model`` reads the project's
+``.keras`` files; ``import transferlab`` arranges that import.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import keras
 from keras import layers
 
 from transferlab.config import Config
-from transferlab.config.schema import did_you_mean
+from transferlab.config.schema import IMAGE_AUGMENTATIONS, did_you_mean
 from transferlab.data.side import side_input_names
 from transferlab.models.backbones import (
     BACKBONES,
@@ -29,6 +33,7 @@ from transferlab.models.backbones import (
     small_resnet,
 )
 from transferlab.models.custom_layers import Preprocess, StochasticDepth
+from transferlab.models.schedules import OneCycle
 from transferlab.models.side_layers import CropToBox, MaskOutsideBoxes, NormalizeMetadata
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "MaskOutsideBoxes",
     "ModelError",
     "NormalizeMetadata",
+    "OneCycle",
     "Preprocess",
     "StochasticDepth",
     "build_backbone",
@@ -70,6 +76,7 @@ SIDE_LAYERS = ("meta_norm", "side_dense")
 
 # --- building ---------------------------------------------------------------------------
 
+# How each of config's IMAGE_AUGMENTATIONS is built (a test checks the names agree).
 AUGMENTATION_LAYERS: dict[str, Callable[..., layers.Layer]] = {
     "flip": lambda **kw: layers.RandomFlip("horizontal", **kw),
     "rotation": lambda **kw: layers.RandomRotation(0.1, **kw),
@@ -83,7 +90,7 @@ AUGMENTATION_LAYERS: dict[str, Callable[..., layers.Layer]] = {
 
 def image_augmentations(names: list[str]) -> list[str]:
     """The per-image augmentations among ``names`` (the ones that live in the model)."""
-    return [n for n in names if n in AUGMENTATION_LAYERS]
+    return [n for n in names if n in IMAGE_AUGMENTATIONS]
 
 
 def build_augmentation(names: list[str]) -> keras.Sequential | None:

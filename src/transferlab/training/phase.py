@@ -24,6 +24,7 @@ import tensorflow as tf
 
 import transferlab
 from transferlab.config import Config
+from transferlab.config.schema import BATCH_AUGMENTATIONS
 from transferlab.data import Splits, load_dataset, prepare_splits
 from transferlab.data.pipeline import input_size_for, labels_of, make_tf_dataset
 from transferlab.data.splits import write_skipped
@@ -407,8 +408,8 @@ def make_data(cfg, dataset, splits, size, feature_model, num_classes, epochs, re
 
 def batch_mixers(cfg: Config):
     """MixUp / CutMix on whole batches of (images, one-hot labels), or None."""
-    chosen = {"mixup": keras.layers.MixUp, "cutmix": keras.layers.CutMix}
-    layers = [chosen[n](seed=cfg.seed) for n in cfg.model.augmentation if n in chosen]
+    mixers = dict(zip(BATCH_AUGMENTATIONS, (keras.layers.MixUp, keras.layers.CutMix), strict=True))
+    layers = [mixers[n](seed=cfg.seed) for n in cfg.model.augmentation if n in mixers]
     if not layers:
         return None
 
