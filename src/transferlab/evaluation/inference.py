@@ -218,6 +218,7 @@ def class_names_for(model_path: str | Path, output_dir: str | Path, num_classes:
     target = Path(model_path).resolve()
     for summary in sorted(Path(output_dir).glob("runs/*/summary.json"), reverse=True):
         data = read_json(summary)
-        if data.get("model_path") and Path(data["model_path"]).resolve() == target:
+        # Training runs record their class names; evaluate, Grad-CAM and predict runs do not.
+        if "class_names" in data and Path(data.get("model_path", "")).resolve() == target:
             return list(data["class_names"])
     return [f"class_{i}" for i in range(num_classes)]
