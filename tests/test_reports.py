@@ -160,7 +160,7 @@ def run_files(cfg, tmp_path):
         "val": {"cat": 15, "dog": 15, "owl": 15},
         "test": {"cat": 23, "dog": 24, "owl": 26},
     }
-    (splits / "balance.json").write_text(json.dumps(balance))
+    (splits / "balance.json").write_text(json.dumps(balance, sort_keys=True))  # as runs writes
     audit = {"duplicates_across_splits": [], "shared_groups": [], "clean": True}
     (splits / "audit.json").write_text(json.dumps(audit))
     skipped = pd.DataFrame(
@@ -332,6 +332,7 @@ def test_day_checkpoint_tells_the_whole_day_in_order(cfg, run_files):
     assert "Dataset `digits`" in data and "3 classes: cat, dog, owl" in data
     assert "| train | 160 | dog (21) | cat (70) |" in data
     assert "| test | 73 | cat (23) | owl (26) |" in data
+    assert data.index("| train |") < data.index("| val |") < data.index("| test |")
     assert "**Skipped files:** 3" in data
     assert "| not an image file (suffix .txt; use jpg, jpeg, png or bmp) | 2 |" in data
     assert "**Leakage audit:** clean" in data

@@ -139,5 +139,6 @@ def plot_image_grid(
 
 
 def short(name: str, width: int = 14) -> str:
-    """Shorten a class name for a figure title."""
+    """Shorten a class name for a figure title (digits' class names may be read back as ints)."""
+    name = str(name)
     return name if len(name) <= width else name[: width - 1] + "…"

@@ -55,7 +55,9 @@ def read_run(path: str | Path) -> RunFiles:
     if (path / "metrics.json").is_file():
         run.metrics = read_json(path / "metrics.json")
     if (path / "predictions.csv").is_file():
-        run.predictions = pd.read_csv(path / "predictions.csv", dtype={"sample_id": str})
+        # Class names stay names: the digits' "0" to "9" are not numbers.
+        names = {c: str for c in ("sample_id", "true_class", "predicted_class")}
+        run.predictions = pd.read_csv(path / "predictions.csv", dtype=names)
     run.figures = sorted((path / "figures").glob("*.png"))
     if not (run.summary or run.metrics or run.history is not None):
         raise FileNotFoundError(

@@ -24,6 +24,7 @@ from transferlab.reports.rules import (
 from transferlab.runs import read_json, splits_dir
 
 CLASSES_SHOWN = 20
+SPLITS = ("train", "val", "test")  # balance.json is written with sorted keys
 
 
 @dataclass
@@ -79,7 +80,8 @@ def data_section(cfg: Config, files: SplitsFiles, class_names: list[str]) -> str
 
 def split_sizes(balance: dict[str, dict[str, int]]) -> str:
     rows = []
-    for split, counts in balance.items():
+    for split in sorted(balance, key=lambda s: SPLITS.index(s) if s in SPLITS else len(SPLITS)):
+        counts = balance[split]
         if not counts:
             continue
         small, big = min(counts, key=counts.get), max(counts, key=counts.get)
