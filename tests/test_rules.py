@@ -147,7 +147,7 @@ def test_loss_growing_fifteenfold_is_diverging():
     message = d.headline.message
     assert "training loss rose from 0.9000 (epoch 3) to 13.5000 (epoch 8)" in message
     assert "training accuracy fell from 0.7000 (epoch 3) to 0.1000 (epoch 8)" in message
-    assert "phase2.learning_rate (now 0.0010)" in d.headline.action
+    assert "phase2.learning_rate, now 0.0010" in d.headline.action
     assert "clip" in d.headline.action
     # The repeats come from a model predicting one class, not from a small val set.
     assert {"repeated_validation", "underfitting", "stalled"}.isdisjoint(d.rules)
@@ -203,7 +203,7 @@ def test_phase1_underfitting_suggests_fine_tuning():
     d = diagnose(stuck, RunInfo(num_classes=4, phase="phase1", image_size=96))
     assert d.verdict == "underfitting"
     assert "fine-tune the backbone" in d.headline.action
-    assert "model.image_size (now 96)" in d.headline.action
+    assert "model.image_size, now 96" in d.headline.action
 
 
 @pytest.mark.parametrize(
@@ -266,7 +266,7 @@ def test_fine_tuning_hurt():
         d.headline.message
     )
     assert "phase 1's model stays the experiment's best" in d.headline.message
-    assert "phase2.learning_rate (now 0.0010)" in d.headline.action
+    assert "phase2.learning_rate, now 0.0010" in d.headline.action
     assert "now conv4" in d.headline.action
     better = RunInfo(phase="phase2", phase1_best=0.74, stop_reason="early_stopping")
     assert "fine_tuning_hurt" not in diagnose(phase2, better).rules

@@ -99,15 +99,13 @@ def write_snapshot(folder: Path, experiment: str, sprint: int, day: int, values)
 
 def earlier_snapshot(report_dir: Path, experiment: str, sprint: int, day: int) -> dict | None:
     """Key results of the newest earlier day's checkpoint of this experiment, if any."""
-    found = []
-    for path in Path(report_dir).glob(f"sprint*_day*_files/{SNAPSHOT}"):
-        saved = read_json(path)
-        if saved.get("experiment") == experiment and (saved["sprint"], saved["day"]) < (
-            sprint,
-            day,
-        ):
-            found.append(saved)
-    return max(found, key=lambda s: (s["sprint"], s["day"]), default=None)
+    saved = [read_json(p) for p in Path(report_dir).glob(f"sprint*_day*_files/{SNAPSHOT}")]
+    earlier = [
+        s
+        for s in saved
+        if s.get("experiment") == experiment and (s["sprint"], s["day"]) < (sprint, day)
+    ]
+    return max(earlier, key=lambda s: (s["sprint"], s["day"]), default=None)
 
 
 def progress_table(earlier: dict[str, Any], values: dict[str, dict[str, float]]) -> str:

@@ -157,10 +157,12 @@ def train_longer(info: RunInfo, epochs_run: int) -> str:
     return f"train longer: raise {setting} (e.g. to {2 * epochs_run})"
 
 
-def setting_now(info: RunInfo, key: str, value: Any) -> str:
-    """``phase2.learning_rate (now 0.0001)``, or the bare setting when unknown."""
-    name = f"{info.phase}.{key}" if info.phase else key
-    return name + (f" (now {num(value)})" if value is not None else "")
+def setting(section: str | None, key: str, value: Any) -> str:
+    """``phase2.learning_rate, now 0.0001``; the bare setting when its value is unknown."""
+    name = f"{section}.{key}" if section else key
+    if value is None:
+        return name
+    return f"{name}, now {value if isinstance(value, str) else num(value)}"
 
 
 # --- history rules ------------------------------------------------------------------
@@ -244,8 +246,9 @@ def check_diverging(history: pd.DataFrame, info: RunInfo) -> list[Finding]:
             "diverging",
             "critical",
             f"training diverged: {text}",
-            f"lower {setting_now(info, 'learning_rate', info.learning_rate)} tenfold, "
-            "and clip gradients (train.clip_norm)",
+            "lower the learning rate tenfold "
+            f"({setting(info.phase, 'learning_rate', info.learning_rate)}), and clip gradients "
+            "(train.clip_norm)",
         )
     ]
 
@@ -321,14 +324,13 @@ def more_capacity(info: RunInfo) -> str:
     if info.phase == "phase1" and not info.unfreeze_from:
         unfreeze = "fine-tune the backbone (phase 2, or phase1.unfreeze_from)"
     else:
-        unfreeze = f"unfreeze more stages ({setting_now(info, 'unfreeze_from', None)}"
-        unfreeze += f", now {info.unfreeze_from})" if info.unfreeze_from else ")"
-    size = "a larger model.image_size" + (
-        f" (now {num(info.image_size)})" if info.image_size else ""
-    )
+        unfreeze = (
+            f"unfreeze more stages ({setting(info.phase, 'unfreeze_from', info.unfreeze_from)})"
+        )
     return (
-        f"{unfreeze}, raise {setting_now(info, 'learning_rate', info.learning_rate)}, "
-        f"{size}, and train longer"
+        f"{unfreeze}, raise the learning rate "
+        f"({setting(info.phase, 'learning_rate', info.learning_rate)}), use larger images "
+        f"({setting('model', 'image_size', info.image_size)}), and train longer"
     )
 
 
@@ -373,18 +375,14 @@ def check_fine_tuning(
     )
     if info.kept_phase1:
         message += "; phase 1's model stays the experiment's best"
-    unfreeze = "unfreeze fewer stages (phase2.unfreeze_from" + (
-        f", now {info.unfreeze_from})" if info.unfreeze_from else ")"
-    )
-    lr = "phase2.learning_rate" + (
-        f" (now {num(info.learning_rate)})" if info.learning_rate is not None else ""
-    )
     return [
         Finding(
             "fine_tuning_hurt",
             "warning",
             message,
-            f"fine-tune more gently: lower {lr}, {unfreeze}, or add augmentation",
+            "fine-tune more gently: lower the learning rate "
+            f"({setting('phase2', 'learning_rate', info.learning_rate)}), unfreeze fewer stages "
+            f"({setting('phase2', 'unfreeze_from', info.unfreeze_from)}), or add augmentation",
             {"phase1_best": phase1_best, "phase2_best": phase2_best},
         )
     ]
