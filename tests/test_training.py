@@ -222,6 +222,9 @@ def test_a_fine_tune_that_never_beats_phase1_keeps_phase1s_model(tmp_path):
     assert phase2.best_epoch == 0 and phase2.model_path == phase1.model_path
     assert not Path(summary["model_path"]).exists()  # no worse phase 2 model is written
     assert default_model_path(cfg) == phase1.model_path
+    from transferlab.evaluation import evaluate
+
+    assert evaluate(cfg).metrics["model_phase"] == "phase1"  # evaluation says which
     history = pd.read_csv(phase2.run_dir / "metrics.csv")
     assert (history["val_accuracy"] <= summary["phase1_best"]).all()
 

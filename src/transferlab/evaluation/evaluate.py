@@ -28,6 +28,7 @@ from transferlab.evaluation.figures import (
 from transferlab.evaluation.inference import (
     default_model_path,
     feed_size,
+    phase_of_model,
     predict_dataset,
     split_batches,
 )
@@ -79,6 +80,8 @@ def evaluate(
     metrics = compute_metrics(y_true, probabilities, class_names, cfg.eval.top_k)
     metrics.update(
         model_path=str(model_path),
+        # The better of the two phases' models unless one was named: say which it is.
+        model_phase=phase_of_model(cfg, model_path),
         split=split,
         experiment=cfg.experiment,
         inputs=cfg.model.inputs,

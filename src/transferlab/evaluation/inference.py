@@ -48,6 +48,14 @@ def default_model_path(cfg: Config) -> Path:
     )
 
 
+def phase_of_model(cfg: Config, model_path: Path) -> str:
+    """Which phase's best model ``model_path`` is ("phase1", "phase2"), or "other"."""
+    for phase in ("phase2", "phase1"):
+        if Path(model_path).resolve() == best_model_path(cfg, phase).resolve():
+            return phase
+    return "other"
+
+
 def feed_size(model, cfg: Config, dataset: ImageDataset) -> int:
     """Side of the images fed to ``model``: its input's, else what training fed it."""
     return fixed_input_size(model) or input_size_for(cfg, dataset)
