@@ -312,7 +312,8 @@ def run_gradcam(
     table = prepare_splits(cfg, dataset)[split]
     predictions, source = saved_predictions(cfg, model_path, split, table)
     if predictions is None:
-        probabilities = predict_dataset(model, split_batches(model, cfg, dataset, table))
+        batches = split_batches(model, cfg, dataset, table)
+        probabilities = predict_dataset(model, batches, len(table), f"Grad-CAM: predict {split}")
         predictions = predictions_table(
             table["sample_id"], table["label"], probabilities, dataset.class_names
         )
