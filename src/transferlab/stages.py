@@ -78,6 +78,12 @@ STAGES = {
         "report",
         "Day-checkpoint report",
     ),
+    "export": Stage(
+        "transferlab.evaluation:export_model",
+        None,
+        "export",
+        "The best model as a TensorFlow SavedModel for serving",
+    ),
     "bench": Stage("transferlab.benchmarks:run_benchmarks", None, "bench", "Benchmarks"),
 }
 

@@ -1,0 +1,138 @@
+"""``make export``: the experiment's best model as a TensorFlow SavedModel, for serving.
+
+The SavedModel needs neither transferlab nor Keras code to load
+(``tf.saved_model.load``; TensorFlow Serving reads it as it is). Its serving signature
+takes uint8 RGB images of any size, one size per batch, and resizes them inside to the
+size the model was trained on, so a client sends decoded pixels and nothing else.
+Fusion and ROI models take their named inputs (metadata, boxes, box_mask) too.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from transferlab.config import Config
+from transferlab.evaluation.inference import class_names_for, default_model_path
+from transferlab.models import load_model
+from transferlab.models.signature import input_size_of, side_names_of
+from transferlab.runs import new_run_dir, write_json
+
+SIGNATURE = "serving_default"
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported as it is; the message says what to do."""
+
+
+@dataclass
+class ExportResult:
+    path: Path  # the SavedModel folder
+    source: Path  # the .keras model it was made from
+    run_dir: Path  # outputs/runs/<ts>_<experiment>_export/ with export.json
+    inputs: dict  # signature input name -> {"shape": [...], "dtype": "..."}
+    class_names: list
+
+    def __str__(self) -> str:
+        return f"SavedModel {self.path} (from {self.source.name}), record in {self.run_dir}"
+
+
+def export_path(cfg: Config) -> Path:
+    """``models/<experiment>_savedmodel/`` (fusion and ROI models add their mode)."""
+    return Path(cfg.models_dir) / f"{cfg.model_name}_savedmodel"
+
+
+def export_model(cfg: Config, model_path: str | Path | None = None) -> ExportResult:
+    """Write ``model_path`` (default: the experiment's best model) as a SavedModel.
+
+    The signature ``serving_default`` (also callable as ``loaded.serve``) takes "image"
+    (uint8, batch x height x width x 3) and, for fusion and ROI models, "metadata",
+    "boxes" and "box_mask" as float32; it returns "probabilities" (batch x classes),
+    "class_index" (int64) and "class_name" (string).
+    """
+    source = Path(model_path) if model_path else default_model_path(cfg)
+    model = load_model(source)
+    size = input_size_of(model)
+    if size is None:
+        raise ExportError(
+            f"{source} takes images of any size and has no resize layer, so the export "
+            "cannot tell which size to resize to; rebuild it with transferlab.models.build_model"
+        )
+    num_classes = int(model.outputs[0].shape[-1])
+    class_names = class_names_for(source, cfg.output_dir, num_classes)
+    specs = input_specs(model)
+    path = export_path(cfg)
+    write_saved_model(model, size, class_names, specs, path)
+
+    inputs = {
+        name: {"shape": spec.shape.as_list(), "dtype": spec.dtype.name}
+        for name, spec in specs.items()
+    }
+    run_dir = new_run_dir(cfg.output_dir, cfg.experiment, "export")
+    cfg.save(run_dir / "config.json")
+    write_json(
+        run_dir / "export.json",
+        {
+            "saved_model": str(path),
+            "source_model": str(source),
+            "signature": SIGNATURE,
+            "inputs": inputs,
+            "outputs": ["probabilities", "class_index", "class_name"],
+            "resized_to": size,
+            "class_names": class_names,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
+    )
+    return ExportResult(path, source, run_dir, inputs, class_names)
+
+
+def input_specs(model: keras.Model) -> dict[str, tf.TensorSpec]:
+    """The signature's inputs: uint8 images of any size, side inputs as the model has them."""
+    specs = {"image": tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")}
+    for tensor in model.inputs:
+        if tensor.name in side_names_of(model):
+            shape = [None, *tensor.shape[1:]]
+            specs[tensor.name] = tf.TensorSpec(shape, tf.float32, name=tensor.name)
+    return specs
+
+
+def write_saved_model(
+    model: keras.Model, size: int, class_names: list[str], specs: dict, path: Path
+) -> None:
+    """Trace the serving function and write it; an existing export is replaced whole."""
+    names = tf.constant(class_names)
+
+    def serve(inputs: dict) -> dict:
+        pixels = tf.cast(inputs["image"], tf.float32)
+        # Bilinear and antialiased like the project's reader, rounded to whole pixel
+        # values as its uint8 output is; images already at `size` pass unchanged.
+        pixels = tf.round(tf.image.resize(pixels, (size, size), antialias=True))
+        pixels = tf.clip_by_value(pixels, 0.0, 255.0)
+        side = {name: value for name, value in inputs.items() if name != "image"}
+        probabilities = model({"image": pixels, **side} if side else pixels, training=False)
+        probabilities = tf.cast(probabilities, tf.float32)
+        index = tf.argmax(probabilities, axis=-1)
+        return {
+            "probabilities": probabilities,
+            "class_index": index,
+            "class_name": tf.gather(names, index),
+        }
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve, input_signature=[specs])
+    # Written beside the target, then swapped in: a failed export leaves the old one.
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    archive.write_out(str(partial), verbose=False)
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    partial.rename(path)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,243 @@
+"""make export and loading saved models: checked in fresh processes, as a user meets them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transferlab.cli import main
+from transferlab.evaluation import export_model, predict
+from transferlab.models import build_model
+from transferlab.runs import best_model_path, write_json
+from transferlab.training.optim import compile_model, make_optimizer
+
+from .conftest import ROOT, demo_config
+
+STATS = {"mean": [50.0, 0.0], "variance": [100.0, 1.0]}
+
+
+def small_cfg(root: Path, **overrides):
+    """The demo config with small_resnet at 16 px, everything under ``root``."""
+    return demo_config(
+        root, {"model.backbone": "small_resnet", "model.image_size": 16, **overrides}
+    )
+
+
+def side_cfg(root: Path, mode: str, **overrides):
+    """A fusion or ROI model's config: two metadata columns, up to three boxes."""
+    return small_cfg(
+        root,
+        **{
+            "experiment": f"side_{mode}",
+            "data.kind": "csv",
+            "data.data_dir": "labels.csv",
+            "data.metadata_columns": ["age", "noise"],
+            "data.boxes_column": "boxes",
+            "data.max_boxes": 3,
+            "model.inputs": mode,
+            **overrides,
+        },
+    )
+
+
+def side_batch(count: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    boxes = np.zeros((count, 3, 4), np.float32)
+    boxes[:, 0] = [0.25, 0.25, 0.5, 0.5]
+    mask = np.zeros((count, 3), np.float32)
+    mask[:, 0] = 1
+    return {
+        "image": rng.integers(0, 256, (count, size, size, 3)).astype(np.uint8),
+        "metadata": rng.normal(50, 10, (count, 2)).astype(np.float32),
+        "boxes": boxes,
+        "box_mask": mask,
+    }
+
+
+def model_inputs(model, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The part of ``batch`` that ``model`` takes, by input name."""
+    return {t.name: batch[t.name] for t in model.inputs}
+
+
+def keras_inputs(batch: dict[str, np.ndarray]):
+    """What ``model.predict`` takes: the images alone, or the dict of named inputs."""
+    return batch["image"] if list(batch) == ["image"] else batch
+
+
+def save_best(cfg, model, class_names: list[str] | None = None) -> Path:
+    """Save ``model`` as the experiment's phase 1 best, with the run's class names."""
+    path = best_model_path(cfg, "phase1")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    if class_names:
+        summary = {"model_path": str(path), "class_names": class_names}
+        write_json(Path(cfg.output_dir) / "runs" / "1_train_phase1" / "summary.json", summary)
+    return path
+
+
+def run_fresh(code: str, tmp_path: Path) -> None:
+    """Run ``code`` in a new Python process; fail with its stderr if it fails."""
+    script = tmp_path / "fresh.py"
+    script.write_text(code)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+# --- make export --------------------------------------------------------------------------
+
+SERVE = """
+import sys
+import numpy as np
+import tensorflow as tf
+
+served = {}
+for name in ["image", "fusion"]:
+    signature = tf.saved_model.load(f"{name}_savedmodel").signatures["serving_default"]
+    batches = {}
+    for stored, array in np.load(f"{name}_inputs.npz").items():
+        batch, input_name = stored.split("/")
+        batches.setdefault(batch, {})[input_name] = array
+    for batch, inputs in batches.items():
+        out = signature(**{k: tf.constant(v) for k, v in inputs.items()})
+        served[f"{name}/{batch}/probabilities"] = out["probabilities"].numpy()
+        served[f"{name}/{batch}/class_name"] = out["class_name"].numpy().astype(str)
+np.savez("served.npz", **served)
+assert "transferlab" not in sys.modules
+"""
+
+
+def test_exported_models_serve_uint8_images_in_a_process_without_transferlab(tmp_path):
+    models = {
+        "image": (small_cfg(tmp_path / "image"), None, ["zero", "one", "two"]),
+        # Fusion takes every named input there is: metadata, boxes and box_mask.
+        "fusion": (side_cfg(tmp_path / "fusion", "fusion"), STATS, None),
+    }
+    expected = {}
+    for name, (cfg, stats, class_names) in models.items():
+        model = build_model(cfg, num_classes=3, input_size=12, metadata_stats=stats)
+        source = save_best(cfg, model, class_names)
+        result = export_model(cfg)
+        assert result.source == source
+        if name == "image":
+            # A second export replaces the first whole and leaves nothing beside it.
+            (result.path / "stale.txt").write_text("from the earlier export")
+            result = export_model(cfg)
+            assert not (result.path / "stale.txt").exists()
+            assert sorted(p.name for p in result.path.parent.iterdir()) == [
+                "demo_phase1_best.keras",
+                "demo_savedmodel",
+            ]
+        result.path.rename(tmp_path / f"{name}_savedmodel")
+        at_size = model_inputs(model, side_batch(5, 12, seed=1))
+        larger = model_inputs(model, side_batch(5, 30, seed=2))
+        np.savez(
+            tmp_path / f"{name}_inputs.npz",
+            **{f"at_size/{k}": v for k, v in at_size.items()},
+            **{f"larger/{k}": v for k, v in larger.items()},
+        )
+        expected[name] = model.predict(keras_inputs(at_size), verbose=0)
+        if name == "image":
+            # Larger images go through the project's reader (PIL resize) for the .keras model.
+            table = predict(source, list(larger["image"]), class_names, output_dir=tmp_path)
+            expected["image/larger"] = table.filter(like="prob_").to_numpy()
+        record = json.loads((result.run_dir / "export.json").read_text())
+        assert record["inputs"]["image"] == {"shape": [None, None, None, 3], "dtype": "uint8"}
+        assert set(record["inputs"]) == {"image"} | set(at_size)
+
+    run_fresh(SERVE, tmp_path)
+    served = np.load(tmp_path / "served.npz")
+    for name in models:
+        np.testing.assert_allclose(
+            served[f"{name}/at_size/probabilities"], expected[name], atol=1e-6
+        )
+    # TensorFlow's antialiased resize is within one grey level of PIL's.
+    np.testing.assert_allclose(
+        served["image/larger/probabilities"], expected["image/larger"], atol=0.02
+    )
+    names = served["image/at_size/class_name"]
+    assert list(names) == [["zero", "one", "two"][i] for i in expected["image"].argmax(axis=1)]
+    assert set(served["fusion/at_size/class_name"]) <= {"class_0", "class_1", "class_2"}
+
+
+def test_export_without_a_trained_model_says_to_train_first(tmp_path, capsys):
+    code = main(
+        [
+            "export",
+            "--config",
+            str(ROOT / "configs/demo.yaml"),
+            "--set",
+            f"models_dir={tmp_path / 'models'} output_dir={tmp_path / 'outputs'}",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "no best model of experiment 'demo'" in err
+    assert "make train-phase1" in err
+
+
+# --- keras.models.load_model after `import transferlab` alone --------------------------
+
+LOAD = """
+{imports}
+import numpy as np
+
+inputs = np.load("inputs.npz")
+for name in ["fusion", "crop", "mask"]:
+    model = keras.models.load_model(f"{{name}}.keras")  # compiled, in safe mode
+    batch = {{k.split("/")[1]: v for k, v in inputs.items() if k.startswith(name + "/")}}
+    np.save(f"{{name}}_loaded.npy", model.predict(batch, verbose=0))
+schedule = keras.models.load_model("fusion.keras").optimizer.get_config()["learning_rate"]
+assert schedule["class_name"] == "OneCycle", schedule
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory) -> tuple[Path, dict]:
+    """Models that name every object transferlab registers, saved, with their predictions.
+
+    All three have small_resnet's StochasticDepth and the Preprocess layer; fusion adds
+    NormalizeMetadata and is compiled with the OneCycle schedule; the ROI models add
+    CropToBox and MaskOutsideBoxes.
+    """
+    folder = tmp_path_factory.mktemp("saved")
+    fusion = side_cfg(
+        folder, "fusion", **{"phase1.schedule": "onecycle", "model.augmentation": ["contrast"]}
+    )
+    configs = {
+        "fusion": (fusion, STATS),
+        "crop": (side_cfg(folder, "roi", **{"model.roi": "largest"}), None),
+        "mask": (side_cfg(folder, "roi", **{"model.roi": "mask"}), None),
+    }
+    inputs, expected = {}, {}
+    for name, (cfg, stats) in configs.items():
+        model = build_model(cfg, num_classes=3, input_size=12, metadata_stats=stats)
+        if name == "fusion":
+            compile_model(model, cfg, make_optimizer(cfg.phase1, None, steps_per_epoch=10))
+        model.save(folder / f"{name}.keras")
+        batch = model_inputs(model, side_batch(4, 12))
+        inputs.update({f"{name}/{k}": v for k, v in batch.items()})
+        expected[name] = model.predict(batch, verbose=0)
+    np.savez(folder / "inputs.npz", **inputs)
+    return folder, expected
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import transferlab, keras",
+        # Keras already loaded: registered at once (the short branch; slow suite only).
+        pytest.param("import keras, transferlab", marks=pytest.mark.slow),
+    ],
+)
+def test_keras_load_model_reads_every_saved_model_after_import_transferlab(saved_models, imports):
+    folder, expected = saved_models
+    run_fresh(LOAD.format(imports=imports), folder)
+    for name, probabilities in expected.items():
+        np.testing.assert_allclose(np.load(folder / f"{name}_loaded.npy"), probabilities)
