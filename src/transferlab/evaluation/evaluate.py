@@ -90,7 +90,9 @@ def evaluate(
         loss=cross_entropy(y_true, probabilities, cfg.train.label_smoothing),
     )
     if cfg.eval.tta > 0:
-        tta = tta_probabilities(model, batches, len(table), cfg.eval.tta, cfg.seed)
+        tta = tta_probabilities(
+            model, batches, len(table), cfg.eval.tta, cfg.seed, plain=probabilities
+        )
         metrics["tta_passes"] = cfg.eval.tta
         metrics["tta_accuracy"] = float(skm.accuracy_score(y_true, tta.argmax(axis=1)))
 

@@ -15,14 +15,18 @@ from transferlab.progress import progress_bar
 
 
 def tta_probabilities(
-    model, batches: tf.data.Dataset, images: int, passes: int, seed: int
+    model, batches: tf.data.Dataset, images: int, passes: int, seed: int, plain=None
 ) -> np.ndarray:
     """Mean probabilities over the plain images and ``passes`` augmented copies.
+
+    ``plain``: the plain images' probabilities when the caller has them already.
 
     ``batches`` yields (inputs, labels) as ``make_tf_dataset`` makes them; each batch is
     augmented and predicted in turn, so memory does not grow with the split.
     """
-    total = predict_dataset(model, batches, images, "TTA: plain images")
+    if plain is None:
+        plain = predict_dataset(model, batches, images, "TTA: plain images")
+    total = plain.copy()
     for index in range(passes):
         augment = copy_maker(seed + 2 * index)
         parts = []
