@@ -8,19 +8,25 @@ Decoding is Pillow's, for every mode a jpg/png/bmp can hold: grey, grey+alpha,
 RGBA (alpha dropped, as Keras and torchvision do), palette (with or without
 transparency), 1-bit, 16-bit grey (scaled, not clipped), CMYK JPEG. The EXIF
 orientation of phone photos is applied, so pictures and pixel boxes stay upright.
-Resizing is Pillow's bilinear filter, which antialiases when it shrinks.
+Resizing is OpenCV's: bilinear, or pixel-area averaging when an image shrinks to half or
+less (bilinear alone would alias there). JPEGs much larger than the target decode at a
+reduced scale first.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transferlab.data.core import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+# The EXIF tag that says how a photo must be turned to be seen upright (1: as stored).
+ORIENTATION = 0x0112
 
 # Pillow raises these for files it cannot decode (truncated, corrupt, not an image).
 DECODE_ERRORS = (
@@ -43,7 +49,8 @@ def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
                 # JPEGs decode straight at 1/2, 1/4 or 1/8 scale when that still covers
                 # ``size``: a 12-megapixel photo read for 224 px costs a fraction.
                 image.draft("RGB", (size, size))
-            image = ImageOps.exif_transpose(image)
+            if image.getexif().get(ORIENTATION, 1) != 1:
+                image = ImageOps.exif_transpose(image)  # a copy: only when needed
             pixels = to_rgb_uint8(image)
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist") from None
@@ -67,10 +74,14 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
 
 
 def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
-    """uint8 RGB pixels resized to ``size`` x ``size`` (bilinear, antialiased when shrinking)."""
+    """uint8 RGB pixels resized to ``size`` x ``size``: the one resize every stage uses."""
     if pixels.shape[:2] == (size, size):
         return pixels
-    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR))
+    shrink = min(pixels.shape[0], pixels.shape[1]) / size
+    # Averaging pixel areas keeps a big shrink free of aliasing; bilinear is exact enough
+    # (and ten times faster) for milder shrinks and for enlarging.
+    method = cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(pixels), (size, size), interpolation=method)
 
 
 def image_problem(path: Path) -> str | None:
@@ -91,6 +102,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file as the reader shows it (EXIF orientation applied)."""
     with Image.open(path) as image:
         width, height = image.size
-        orientation = image.getexif().get(0x0112, 1)
+        orientation = image.getexif().get(ORIENTATION, 1)
     # Orientations 5-8 turn the picture by 90 degrees: width and height swap.
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
