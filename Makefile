@@ -15,21 +15,22 @@ PYTEST_ARGS ?=
 
 RUN_STAGE = $(BIN)/python -m transferlab $(1) --notebook --config "$(CONFIG)" --set "$(SET)"
 
-.PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam predict report bench clean
+.PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam predict report export bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Pipeline targets take CONFIG=configs/<name>.yaml and SET='phase1.epochs=3 train.batch_size=32'"
 
-# Re-installs only when pyproject.toml is newer than the stamp: a second run installs nothing.
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or constraints.txt is newer than the stamp: a second
+# run installs nothing. constraints.txt pins the versions the tests passed with.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (transferlab)"
 	@touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv and install the package (only when missing or pyproject.toml changed)
+setup: $(STAMP) ## Create .venv and install the tested versions (when missing or pyproject.toml/constraints.txt changed)
 
 test: setup ## Run the default test suite (no network, CPU, < 15 min)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -65,6 +66,9 @@ predict: setup ## Classify new photos: make predict DATA=path/to/photo-or-folder
 
 report: setup ## Write the day-checkpoint report from the run files
 	$(call RUN_STAGE,report)
+
+export: setup ## The best model as a TensorFlow SavedModel (models/<experiment>_savedmodel/)
+	$(call RUN_STAGE,export)
 
 bench: setup ## Benchmarks (results in outputs/bench, summary in docs/benchmarks.md)
 	$(call RUN_STAGE,bench)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -59,3 +60,55 @@ def describe_device() -> str:
         return f"CPU ({os.cpu_count()} cores)"
     names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in found]
     return ", ".join(names)
+
+
+# --- the device report a notebook's first cell prints -----------------------------------
+
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
+
+
+def device_report() -> str:
+    """The device this run will use, with TensorFlow's and Keras's versions.
+
+    A second line warns when a GPU was chosen (a Colab GPU runtime, or a loaded NVIDIA
+    driver) but TensorFlow sees none, so training would quietly run on the CPU.
+    """
+    report = (
+        f"Device: {describe_device()} · TensorFlow {tf.__version__} · Keras {keras.__version__}"
+    )
+    expected = gpu_expected(os.environ, NVIDIA_DRIVER)
+    warning = missing_gpu_warning(bool(gpus()), expected, tf.test.is_built_with_cuda(), os.environ)
+    return f"{report}\nWARNING: {warning}" if warning else report
+
+
+def gpu_expected(environ, driver: Path) -> str | None:
+    """Why this machine should have a GPU, or None when nothing says so."""
+    # Colab sets COLAB_GPU=1 on GPU runtimes only (0 or empty on CPU and TPU ones).
+    if environ.get("COLAB_GPU") == "1":
+        return "this is a Colab GPU runtime"
+    if driver.is_file():
+        return "this machine has an NVIDIA driver loaded"
+    return None
+
+
+def missing_gpu_warning(
+    sees_gpu: bool, expected: str | None, built_with_cuda: bool, environ
+) -> str | None:
+    """What to do when a GPU was chosen but TensorFlow sees none; None when all is well."""
+    if sees_gpu or expected is None:
+        return None
+    if environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        fix = "CUDA_VISIBLE_DEVICES hides every GPU; unset it and restart the kernel"
+    elif not built_with_cuda:
+        fix = (
+            f"TensorFlow {tf.__version__} here is built without CUDA (tensorflow-cpu?); "
+            "install the CUDA build: pip install -e '.[gpu]' (not on Colab), then restart"
+        )
+    else:
+        fix = (
+            "it cannot load the CUDA libraries it was built for. On Colab that usually means "
+            "an install replaced the runtime's own TensorFlow: Runtime > Disconnect and "
+            "delete runtime, then run again (the install cell keeps a compatible "
+            "TensorFlow). Elsewhere: pip install -e '.[gpu]' and restart the kernel"
+        )
+    return f"{expected}, but TensorFlow sees no GPU, so this run will use the CPU: {fix}."
