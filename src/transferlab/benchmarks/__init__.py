@@ -67,7 +67,7 @@ def run_benchmarks(cfg: Config) -> str:
         # Seconds since the previous benchmark ended: the defaults' 10-minute budget.
         nonlocal started
         now = time.perf_counter()
-        result.update(machine=machine, params=params, wall_s=round(now - started, 1))
+        result.update(machine=machine, params=params, wall_s=round(now - started, 3))
         started = now
         save_result(result, out_dir)
         print(f"[transferlab] bench: {result['benchmark']} done", flush=True)
