@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from transferlab.cli import main
-from transferlab.evaluation import export_model, predict
+from transferlab.data import resize_pixels
+from transferlab.evaluation import export_model
+from transferlab.evaluation.export import resize_images
 from transferlab.models import build_model
 from transferlab.runs import best_model_path, write_json
 from transferlab.training.optim import compile_model, make_optimizer
@@ -142,28 +144,31 @@ def test_exported_models_serve_uint8_images_in_a_process_without_transferlab(tmp
             **{f"at_size/{k}": v for k, v in at_size.items()},
             **{f"larger/{k}": v for k, v in larger.items()},
         )
-        expected[name] = model.predict(keras_inputs(at_size), verbose=0)
-        if name == "image":
-            # Larger images go through the project's reader (PIL resize) for the .keras model.
-            table = predict(source, list(larger["image"]), class_names, output_dir=tmp_path)
-            expected["image/larger"] = table.filter(like="prob_").to_numpy()
+        expected[f"{name}/at_size"] = model.predict(keras_inputs(at_size), verbose=0)
+        resized = {**larger, "image": resize_images(larger["image"], 12).numpy()}
+        expected[f"{name}/larger"] = model.predict(keras_inputs(resized), verbose=0)
         record = json.loads((result.run_dir / "export.json").read_text())
         assert record["inputs"]["image"] == {"shape": [None, None, None, 3], "dtype": "uint8"}
         assert set(record["inputs"]) == {"image"} | set(at_size)
 
     run_fresh(SERVE, tmp_path)
     served = np.load(tmp_path / "served.npz")
-    for name in models:
-        np.testing.assert_allclose(
-            served[f"{name}/at_size/probabilities"], expected[name], atol=1e-6
-        )
-    # TensorFlow's antialiased resize is within one grey level of PIL's.
-    np.testing.assert_allclose(
-        served["image/larger/probabilities"], expected["image/larger"], atol=0.02
-    )
+    for key, probabilities in expected.items():
+        np.testing.assert_allclose(served[f"{key}/probabilities"], probabilities, atol=1e-6)
     names = served["image/at_size/class_name"]
-    assert list(names) == [["zero", "one", "two"][i] for i in expected["image"].argmax(axis=1)]
+    top = expected["image/at_size"].argmax(axis=1)
+    assert list(names) == [["zero", "one", "two"][i] for i in top]
     assert set(served["fusion/at_size/class_name"]) <= {"class_0", "class_1", "class_2"}
+
+
+@pytest.mark.parametrize("shape", [(40, 40), (24, 30), (13, 13), (100, 64), (8, 8), (16, 16)])
+def test_the_served_resize_is_the_readers_to_one_grey_level(shape):
+    # Shrinking to half or less (40, 100) averages areas, milder sizes are bilinear.
+    pixels = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    served = resize_images(pixels[None], 16).numpy()[0]
+    difference = np.abs(served - resize_pixels(pixels, 16).astype(np.float32))
+    assert difference.max() <= 1
+    assert difference.mean() < 0.2
 
 
 def test_export_without_a_trained_model_says_to_train_first(tmp_path, capsys):

@@ -101,6 +101,24 @@ def input_specs(model: keras.Model) -> dict[str, tf.TensorSpec]:
     return specs
 
 
+def resize_images(images: tf.Tensor, size: int) -> tf.Tensor:
+    """A uint8 batch resized to ``size`` x ``size`` as the project's reader resizes.
+
+    ``data.images.resize_pixels`` (OpenCV) averages pixel areas when shrinking to half or
+    less and is bilinear otherwise; TensorFlow's "area" and "bilinear" resizes do the same,
+    to within one grey level. Rounded to whole values, as the reader's uint8 output is;
+    images already at ``size`` pass unchanged. Returns float32.
+    """
+    pixels = tf.cast(images, tf.float32)
+    shortest = tf.cast(tf.minimum(tf.shape(images)[1], tf.shape(images)[2]), tf.float32)
+    resized = tf.cond(
+        shortest / size >= 2.0,
+        lambda: tf.image.resize(pixels, (size, size), method="area"),
+        lambda: tf.image.resize(pixels, (size, size), method="bilinear"),
+    )
+    return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
+
+
 def write_saved_model(
     model: keras.Model, size: int, class_names: list[str], specs: dict, path: Path
 ) -> None:
@@ -108,11 +126,7 @@ def write_saved_model(
     names = tf.constant(class_names)
 
     def serve(inputs: dict) -> dict:
-        pixels = tf.cast(inputs["image"], tf.float32)
-        # Bilinear and antialiased like the project's reader, rounded to whole pixel
-        # values as its uint8 output is; images already at `size` pass unchanged.
-        pixels = tf.round(tf.image.resize(pixels, (size, size), antialias=True))
-        pixels = tf.clip_by_value(pixels, 0.0, 255.0)
+        pixels = resize_images(inputs["image"], size)
         side = {name: value for name, value in inputs.items() if name != "image"}
         probabilities = model({"image": pixels, **side} if side else pixels, training=False)
         probabilities = tf.cast(probabilities, tf.float32)
