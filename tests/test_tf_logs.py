@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from transferlab.tf_logs import NOISE, QuietImport, filtered_stderr, quiet_tensorflow
+from transferlab.import_hooks import FirstImport
+from transferlab.tf_logs import NOISE, filtered_stderr, quiet_tensorflow
 
 from .conftest import ROOT
 
@@ -29,7 +30,7 @@ def test_a_level_the_user_set_is_left_alone(monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     quiet_tensorflow()
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
-    assert not any(isinstance(finder, QuietImport) for finder in sys.meta_path)
+    assert not any(isinstance(f, FirstImport) and f.name == "tensorflow" for f in sys.meta_path)
 
 
 @pytest.mark.slow

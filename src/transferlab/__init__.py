@@ -5,11 +5,10 @@ project saved: the custom objects those files name register with Keras as soon a
 Keras is loaded (see ``register_keras_objects``).
 """
 
-import importlib.abc
-import importlib.util
 import sys
 
 from transferlab.config import Config, ConfigError, load_config
+from transferlab.import_hooks import on_first_import
 from transferlab.tf_logs import quiet_tensorflow
 
 # TensorFlow's C++ start-up lines read as errors; hide them before anything imports it.
@@ -28,28 +27,13 @@ def register_keras_objects() -> None:
     """
     if "keras" in sys.modules:
         import transferlab.models  # noqa: F401  (importing it registers the objects)
-    elif not any(isinstance(finder, RegisterAfterKeras) for finder in sys.meta_path):
-        sys.meta_path.insert(0, RegisterAfterKeras())
+    else:
+        on_first_import("keras", load_then_register)
 
 
-class RegisterAfterKeras(importlib.abc.MetaPathFinder):
-    """Runs ``register_keras_objects`` once Keras itself has finished importing."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "keras":
-            return None
-        sys.meta_path.remove(self)  # once is enough; the real finders do the finding
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        load = spec.loader.exec_module
-
-        def exec_module(module):
-            load(module)
-            register_keras_objects()
-
-        spec.loader.exec_module = exec_module
-        return spec
+def load_then_register(load, module) -> None:
+    load(module)
+    register_keras_objects()
 
 
 register_keras_objects()

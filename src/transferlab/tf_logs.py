@@ -14,12 +14,12 @@ TF_CPP_MIN_LOG_LEVEL is already set: ``TF_CPP_MIN_LOG_LEVEL=0`` shows everything
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import os
 import sys
 import tempfile
 from contextlib import contextmanager
+
+from transferlab.import_hooks import on_first_import
 
 NOISE = (
     "Could not find cuda drivers on your machine",
@@ -40,29 +40,15 @@ def quiet_tensorflow() -> None:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ[MARKER] = "1"
-    sys.meta_path.insert(0, QuietImport())
+    on_first_import("tensorflow", load_quietly)
 
 
-class QuietImport(importlib.abc.MetaPathFinder):
-    """Filters stderr while tensorflow is first imported and its devices first listed."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow":
-            return None
-        sys.meta_path.remove(self)  # once is enough; the real finders do the finding
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        load = spec.loader.exec_module
-
-        def exec_module(module):
-            with filtered_stderr(NOISE):
-                load(module)
-                # The first device query is where CUDA's initialisation fails loudly.
-                module.config.list_physical_devices()
-
-        spec.loader.exec_module = exec_module
-        return spec
+def load_quietly(load, module) -> None:
+    """Import tensorflow and list its devices with the start-up noise filtered out."""
+    with filtered_stderr(NOISE):
+        load(module)
+        # The first device query is where CUDA's initialisation fails loudly.
+        module.config.list_physical_devices()
 
 
 @contextmanager
