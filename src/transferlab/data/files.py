@@ -11,7 +11,7 @@ import pandas as pd
 from transferlab.config import Config
 from transferlab.data.core import SPLIT_NAMES, DataError, existing_dir, report_skipped
 from transferlab.data.dataset import ImageDataset
-from transferlab.data.scan import scan_files
+from transferlab.data.scan import list_files, scan_files, stat_files
 from transferlab.data.side import read_side_inputs
 from transferlab.runs import splits_dir
 
@@ -24,18 +24,21 @@ def load_folder(cfg: Config) -> ImageDataset:
         raise DataError(
             f"{root} has no class sub-folders; arrange images as {root}/<class_name>/<image>.jpg"
         )
-    files = {d: sorted(p for p in d.rglob("*") if p.is_file()) for d in class_dirs}
-    problems = scan_files([p for found in files.values() for p in found], scan_cache(cfg))
+    files = {d: list_files(d) for d in class_dirs}
+    problems = scan_files([f for found in files.values() for f in found], scan_cache(cfg))
+    # Paths are joined to the resolved root, not resolved one by one (a system call per
+    # path component, which a folder of tens of thousands of files pays dearly).
+    real_root = str(root.resolve())
     rows, skipped = [], []
     for label, class_dir in enumerate(class_dirs):
         usable = 0
-        for path in files[class_dir]:
-            reason = problems[str(path)]
+        for path, _, _ in files[class_dir]:
+            reason = problems[path]
             if reason:
-                skipped.append({"path": str(path), "reason": reason})
+                skipped.append({"path": path, "reason": reason})
                 continue
-            relative = path.relative_to(root).as_posix()
-            rows.append((relative, str(path.resolve()), label, "", ""))
+            relative = os.path.relpath(path, root).replace(os.sep, "/")
+            rows.append((relative, os.path.join(real_root, relative), label, "", ""))
             usable += 1
         if usable == 0:
             raise DataError(
@@ -134,10 +137,10 @@ def table_to_dataset(frame: pd.DataFrame, cfg: Config, name: str) -> ImageDatase
             f"labels {unknown} appear only in val/test CSVs, not in train.csv; "
             f"known classes: {class_names}"
         )
-    problems = scan_files([Path(p) for p in frame["path"]], scan_cache(cfg))
+    problems = scan_files(stat_files(frame["path"].tolist()), scan_cache(cfg))
     keep, skipped = [], []
     for path in frame["path"]:
-        reason = problems[str(Path(path))]
+        reason = problems[path]
         keep.append(reason is None)
         if reason:
             skipped.append({"path": path, "reason": reason})

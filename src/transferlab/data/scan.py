@@ -20,35 +20,68 @@ from transferlab.runs import write_text
 SCAN_COLUMNS = ["path", "size", "mtime_ns", "problem"]
 
 
-def scan_files(paths: list[Path], cache: Path) -> dict[str, str | None]:
-    """``{path: problem or None}`` for every path; only unseen or changed files are decoded.
+def list_files(folder: Path) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every file below ``folder``, sorted by path.
 
-    A path that does not exist gets the problem "file does not exist". ``cache`` is read
-    when present and rewritten when anything changed.
+    One ``stat`` per file and plain strings: a folder of tens of thousands of files is
+    listed in well under a second.
+    """
+    found, pending = [], [str(folder)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=True):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=True):
+                    stat = entry.stat()
+                    found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+    return sorted(found)
+
+
+def stat_files(paths: list[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of each path; size -1 for a path that is not a file."""
+    found = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            found.append((path, -1, 0))
+            continue
+        found.append(
+            (path, stat.st_size, stat.st_mtime_ns) if os.path.isfile(path) else (path, -1, 0)
+        )
+    return found
+
+
+def scan_files(files: list[tuple[str, int, int]], cache: Path) -> dict[str, str | None]:
+    """``{path: problem or None}`` for (path, size, mtime_ns) rows; only unseen or changed
+    files are decoded.
+
+    A row with size -1 gets the problem "file does not exist". ``cache`` is read when
+    present and rewritten when anything changed.
     """
     known = read_scan(cache)
     rows, to_check = {}, []
-    for path in paths:
-        key = str(path)
-        try:
-            stat = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            rows[key] = (0, 0, "file does not exist")
+    for path, size, mtime in files:
+        if size < 0:
+            rows[path] = (size, mtime, "file does not exist")
             continue
-        seen = known.get(key)
-        if seen is not None and seen[:2] == (stat.st_size, stat.st_mtime_ns):
-            rows[key] = seen
+        seen = known.get(path)
+        if seen is not None and seen[:2] == (size, mtime):
+            rows[path] = seen
         else:
-            rows[key] = (stat.st_size, stat.st_mtime_ns, None)
+            rows[path] = (size, mtime, None)
             to_check.append(path)
     # Pillow releases the GIL while it decodes: threads check files in parallel.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for path, problem in zip(to_check, pool.map(image_problem, to_check), strict=True):
-            size, mtime, _ = rows[str(path)]
-            rows[str(path)] = (size, mtime, problem)
-    if to_check or set(rows) != set(known):
+        for path, problem in zip(
+            to_check, pool.map(image_problem, map(Path, to_check)), strict=True
+        ):
+            size, mtime, _ = rows[path]
+            rows[path] = (size, mtime, problem)
+    if to_check or rows.keys() != known.keys():
         write_scan(cache, rows)
-    return {key: problem for key, (_, _, problem) in rows.items()}
+    return {path: problem for path, (_, _, problem) in rows.items()}
 
 
 def read_scan(cache: Path) -> dict[str, tuple[int, int, str | None]]:
@@ -60,9 +93,10 @@ def read_scan(cache: Path) -> dict[str, tuple[int, int, str | None]]:
         return {}  # a damaged cache only costs a fresh scan
     if list(frame.columns) != SCAN_COLUMNS:
         return {}
+    columns = [frame[c].tolist() for c in SCAN_COLUMNS]
     return {
         path: (int(size), int(mtime), problem or None)
-        for path, size, mtime, problem in frame.itertuples(index=False)
+        for path, size, mtime, problem in zip(*columns, strict=True)
     }
 
 
