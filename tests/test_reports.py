@@ -382,6 +382,7 @@ def test_fine_tuning_hurt_and_collapse_reach_the_checkpoint(cfg, run_files):
     phase2 = runs / "20260301-111500_demo_phase2"
     worse.to_csv(phase2 / "metrics.csv", index=False)
     s = summary("phase2", worse, 3, (1, 2)) | {"best_epoch": 0, "best_metrics": {}}
+    s |= {"kept_phase1": True, "best_model_path": "models/demo_phase1_best.keras"}
     (phase2 / "summary.json").write_text(json.dumps(s))
     predictions = pd.read_csv(runs / "20260301-121500_demo_evaluate" / "predictions.csv")
     predictions["predicted_class"] = ["owl"] * 70 + ["cat"] * 3
@@ -390,6 +391,9 @@ def test_fine_tuning_hurt_and_collapse_reach_the_checkpoint(cfg, run_files):
     assert "phase2: fine-tuning hurt: phase 2's best val_accuracy 0.6100 is below phase 1's" in text
     assert "| Best val accuracy | 0.6440 | 0.6100 | -0.0340 |" in text  # its own best row
     assert "evaluate (test): predictions collapse onto owl: 70 of 73 test images" in text
+    # Phase 2 wrote no model of its own: the report names none.
+    assert "| Best model (phase2) | none: phase 1's model stays the best |" in text
+    assert "| Best model (phase2) | `models/demo_phase2_best.keras` |" not in text
 
 
 def test_training_report_tables_and_diagnosis(cfg, run_files, tmp_path):

@@ -357,7 +357,10 @@ def key_outputs(cfg: Config, runs, phases, training_reports, files: Path, out: P
         if phase in training_reports:
             report = training_reports[phase]
             rows.append([f"Training report ({phase})", f"[{report.name}]({link(report, out)})"])
-        if run.summary.get("model_path"):
+        if run.summary.get("kept_phase1"):
+            # Phase 2 never beat phase 1: it wrote no model of its own.
+            rows.append([f"Best model ({phase})", "none: phase 1's model stays the best"])
+        elif run.summary.get("model_path"):
             rows.append([f"Best model ({phase})", f"`{run.summary['model_path']}`"])
         rows.append([f"Run directory ({phase})", f"`{run.path}`"])
     run = runs.get("evaluate")
