@@ -19,8 +19,7 @@ from transferlab.runs import best_model_path, write_json
 from transferlab.training.optim import compile_model, make_optimizer
 
 from .conftest import ROOT, demo_config
-
-STATS = {"mean": [50.0, 0.0], "variance": [100.0, 1.0]}
+from .test_side_layers import SIDE_DATA, STATS
 
 
 def small_cfg(root: Path, **overrides):
@@ -34,16 +33,7 @@ def side_cfg(root: Path, mode: str, **overrides):
     """A fusion or ROI model's config: two metadata columns, up to three boxes."""
     return small_cfg(
         root,
-        **{
-            "experiment": f"side_{mode}",
-            "data.kind": "csv",
-            "data.data_dir": "labels.csv",
-            "data.metadata_columns": ["age", "noise"],
-            "data.boxes_column": "boxes",
-            "data.max_boxes": 3,
-            "model.inputs": mode,
-            **overrides,
-        },
+        **{"experiment": f"side_{mode}", **SIDE_DATA, "model.inputs": mode, **overrides},
     )
 
 

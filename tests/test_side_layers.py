@@ -22,16 +22,22 @@ from transferlab.training.features import metadata_stats
 STATS = {"mean": [50.0, 0.0], "variance": [100.0, 1.0]}
 
 
+# A CSV dataset with two metadata columns and up to three boxes per image.
+SIDE_DATA = {
+    "data.kind": "csv",
+    "data.data_dir": "labels.csv",
+    "data.metadata_columns": ["age", "noise"],
+    "data.boxes_column": "boxes",
+    "data.max_boxes": 3,
+}
+
+
 def side_cfg(mode: str, **extra):
     overrides = {
         "model.backbone": "small_resnet",
         "model.weights": "none",
         "model.image_size": 16,
-        "data.kind": "csv",
-        "data.data_dir": "labels.csv",
-        "data.metadata_columns": ["age", "noise"],
-        "data.boxes_column": "boxes",
-        "data.max_boxes": 3,
+        **SIDE_DATA,
         "model.inputs": mode,
         **extra,
     }
