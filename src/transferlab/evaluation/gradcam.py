@@ -326,7 +326,7 @@ def run_gradcam(
     grid = GridMaker(model, dataset, size, layer_name, run_dir / "figures")
     figures = [grid.correct(predictions, count), grid.mistakes(predictions, count)]
     if images is not None:
-        figures.append(grid.named(images))
+        figures.append(grid.named(images, dataset.class_names))
     summary = {
         "model_path": str(model_path),
         "layer_name": layer_name,
@@ -371,7 +371,9 @@ class GridMaker:
     and at most PAIRS_PER_FIGURE to a figure.
     """
 
-    def __init__(self, model, dataset: ImageDataset, size: int, layer_name: str, folder: Path):
+    def __init__(
+        self, model, dataset: ImageDataset | None, size: int, layer_name: str, folder: Path
+    ):
         self.model, self.dataset, self.size = model, dataset, size
         self.layer_name, self.folder = layer_name, folder
         self.display = display_size(model, size)
@@ -425,15 +427,17 @@ class GridMaker:
             cell=1.6,
         )
 
-    def named(self, images) -> Path:
-        """Overlays on the user's own images (paths or arrays), read as ``predict`` reads them."""
+    def named(self, images, class_names: list[str]) -> Path:
+        """Overlays on the user's own images (paths or arrays), read as ``predict`` reads them.
+
+        Needs no dataset: the predict stage draws new photos with it.
+        """
         names, items = list_sources(images)
         pixels = np.stack(
             [pixels_of(item, self.size, n) for n, item in zip(names, items, strict=True)]
         )
         overlays, _ = gradcam_overlays(self.model, pixels, self.layer_name, display=self.display)
         probabilities = np.asarray(self.model.predict_on_batch(pixels))
-        class_names = self.dataset.class_names
         shown, titles = [], []
         for name, original, overlay, p in zip(names, pixels, overlays, probabilities, strict=True):
             shown.append(side_by_side(upscale(original, self.display), overlay))

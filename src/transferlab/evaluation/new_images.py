@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from transferlab.config import Config, ConfigError
-from transferlab.data import ImageDataset
 from transferlab.data.splits import write_skipped
 from transferlab.evaluation.gradcam import GridMaker, default_layer_name
 from transferlab.evaluation.inference import default_model_path, predict
@@ -69,9 +68,8 @@ def predict_images(cfg: Config, model_path: str | Path | None = None) -> Predict
     shown = top["path"].head(cfg.predict.gradcam_images).tolist()
     if shown:
         layer = cfg.eval.gradcam_layer or default_layer_name(model, cfg.model.backbone)
-        names = ImageDataset("predict", class_names, pd.DataFrame())
-        grid = GridMaker(model, names, input_size_of(model), layer, run_dir / "figures")
-        figure = grid.named(shown)
+        grid = GridMaker(model, None, input_size_of(model), layer, run_dir / "figures")
+        figure = grid.named(shown, class_names)
     summary = {
         "model_path": str(model_path),
         "data": str(source),
