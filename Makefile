@@ -12,10 +12,16 @@ CONFIG ?= configs/cifar10_resnet50.yaml
 SET ?=
 DATA ?=
 PYTEST_ARGS ?=
+RUNS ?=
+PHASE ?= phase1
+K ?=
+WORKERS ?=
+comma := ,
+space := $(subst ,, )
 
 RUN_STAGE = $(BIN)/python -m transferlab $(1) --notebook --config "$(CONFIG)" --set "$(SET)"
 
-.PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam predict report export bench clean
+.PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam predict report export bench compare lr-find sweep cv clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,6 +78,18 @@ export: setup ## The best model as a TensorFlow SavedModel (models/<experiment>_
 
 bench: setup ## Benchmarks (results in outputs/bench, summary in docs/benchmarks.md)
 	$(call RUN_STAGE,bench)
+
+compare: setup ## Compare evaluate runs (paired tests): make compare [RUNS='run-id run-id']
+	$(BIN)/python -m transferlab compare --config "$(CONFIG)" --set "$(SET)$(if $(strip $(RUNS)), compare.runs=[$(subst $(space),$(comma),$(strip $(RUNS)))])"
+
+lr-find: setup ## Learning-rate range test: make lr-find PHASE=phase1|phase2
+	$(BIN)/python -m transferlab lr-find --config "$(CONFIG)" --set "$(SET) lr_find.phase=$(PHASE)"
+
+sweep: setup ## Optuna search of the head's settings on cached features: make sweep [WORKERS=2]
+	$(BIN)/python -m transferlab sweep --config "$(CONFIG)" --set "$(SET)$(if $(WORKERS), sweep.workers=$(WORKERS))"
+
+cv: setup ## k-fold cross-validation over train + val: make cv [K=5]
+	$(BIN)/python -m transferlab cv --config "$(CONFIG)" --set "$(SET)$(if $(K), cv.folds=$(K))"
 
 clean: ## Remove outputs, models and checkpoints (keeps .venv)
 	rm -rf outputs/* models/* checkpoints/* .pytest_cache .ruff_cache

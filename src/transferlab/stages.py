@@ -85,6 +85,32 @@ STAGES = {
         "The best model as a TensorFlow SavedModel for serving",
     ),
     "bench": Stage("transferlab.benchmarks:run_benchmarks", None, "bench", "Benchmarks"),
+    # Choosing between runs (notebooks/08_experiments.ipynb runs all four).
+    "compare": Stage(
+        "transferlab.experiments.compare:compare_runs",
+        None,
+        "compare",
+        "Compare evaluate runs: settings that differ, intervals, paired tests",
+    ),
+    "lr-find": Stage(
+        "transferlab.experiments.lr_finder:find_learning_rate",
+        None,
+        "lr_find",
+        "Learning-rate range test (lr_find.phase)",
+    ),
+    "sweep": Stage(
+        "transferlab.experiments.sweep:run_sweep",
+        None,
+        "sweep",
+        "Optuna search over the head's settings on cached features",
+        memory_hint="lower train.batch_size (the features are computed in its batches)",
+    ),
+    "cv": Stage(
+        "transferlab.experiments.cv:cross_validate",
+        None,
+        "cv",
+        "k-fold cross-validation over train + val (cv.folds)",
+    ),
 }
 
 # What `make demo` runs, in order.

@@ -158,8 +158,20 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return None
         if isinstance(value, str) and value.lower() in ("null", "none", "~") and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return coerce(key, value, inner)
+        inner = [a for a in args if a is not type(None)]
+        # float | Literal["auto"]: the first type that takes the value wins.
+        for hint_option in inner[:-1]:
+            try:
+                return coerce(key, value, hint_option)
+            except ConfigError:
+                pass
+        try:
+            return coerce(key, value, inner[-1])
+        except ConfigError as err:
+            if len(inner) == 1:
+                raise
+            allowed = " or ".join(describe(a) for a in inner)
+            raise ConfigError(f"{key}={value!r} must be {allowed}") from err
     if origin is Literal:
         if value not in args:
             raise ConfigError(
@@ -191,3 +203,12 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return str(value)
         raise ConfigError(f"{key}={value!r} must be text")
     raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def describe(hint: Any) -> str:
+    """``a number``, ``one of: auto``: what a type hint accepts, for error messages."""
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
+    return {float: "a number", int: "a whole number", str: "text", bool: "true or false"}.get(
+        hint, str(hint)
+    )

@@ -121,7 +121,9 @@ class ModelConfig:
 @dataclass
 class PhaseConfig:
     epochs: int = 10
-    learning_rate: float = 1e-3
+    # A number, or "auto": the learning-rate finder's suggestion (make lr-find), found
+    # when the phase starts and recorded in config.json and summary.json.
+    learning_rate: float | Literal["auto"] = 1e-3
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -143,7 +145,7 @@ class PhaseConfig:
                 f"{section}.schedule=cosine, or {section}.warmup_epochs=0"
             )
         check_min(f"{section}.patience", self.patience, 0)
-        if not 0 < self.learning_rate < 1:
+        if self.learning_rate != "auto" and not 0 < self.learning_rate < 1:
             raise ConfigError(f"{section}.learning_rate={self.learning_rate}: must be in (0, 1)")
 
 
@@ -179,11 +181,22 @@ class EvalConfig:
     tta: int = 0
     gradcam_layer: str | None = None
     gradcam_images: int = 8
+    # Intervals: Wilson for accuracy, a stratified bootstrap (seeded with `seed`) of this
+    # many resamples for macro-F1, balanced accuracy and ROC AUC.
+    confidence: float = 0.95
+    bootstrap: int = 1000
+    # Fit temperature scaling on the val split; predict and export then use it.
+    calibrate: bool = False
+    calibration_bins: int = 15
 
     def check(self) -> None:
         check_min("eval.top_k", self.top_k, 1)
         check_min("eval.tta", self.tta, 0)
         check_min("eval.gradcam_images", self.gradcam_images, 1)
+        check_min("eval.bootstrap", self.bootstrap, 100)
+        check_min("eval.calibration_bins", self.calibration_bins, 2)
+        if not 0.5 <= self.confidence < 1:
+            raise ConfigError(f"eval.confidence={self.confidence}: must be in [0.5, 1), e.g. 0.95")
 
 
 @dataclass
@@ -198,6 +211,109 @@ class PredictConfig:
     def check(self) -> None:
         check_min("predict.top_k", self.top_k, 1)
         check_min("predict.gradcam_images", self.gradcam_images, 0)
+
+
+@dataclass
+class CompareConfig:
+    # Evaluate run ids (folder names under outputs/runs/) to compare; empty: the
+    # experiment's latest evaluate run of each model (make compare RUNS='id id ...').
+    runs: list[str] = field(default_factory=list)
+    # Paired tests: p below this is a detectable difference.
+    alpha: float = 0.05
+
+    def check(self) -> None:
+        if not 0 < self.alpha < 0.5:
+            raise ConfigError(f"compare.alpha={self.alpha}: must be in (0, 0.5), e.g. 0.05")
+
+
+@dataclass
+class LRFindConfig:
+    # The phase whose learning rate is searched (make lr-find PHASE=phase2).
+    phase: Literal["phase1", "phase2"] = "phase1"
+    min_lr: float = 1e-7
+    max_lr: float = 1.0
+    # Steps of the exponential range test, and how many seeds repeat it.
+    steps: int = 100
+    seeds: int = 3
+
+    def check(self) -> None:
+        check_min("lr_find.steps", self.steps, 10)
+        check_min("lr_find.seeds", self.seeds, 1)
+        if not 0 < self.min_lr < self.max_lr:
+            raise ConfigError(
+                f"lr_find.min_lr={self.min_lr}, lr_find.max_lr={self.max_lr}: need "
+                "0 < min_lr < max_lr"
+            )
+
+
+@dataclass
+class SweepConfig:
+    """``make sweep``: an Optuna study over the head's settings, on cached features.
+
+    Each range is [low, high] (a number range, log-scaled for learning_rate and
+    weight_decay) and each choice a list; give one value to fix a setting.
+    """
+
+    trials: int = 20
+    # Optuna storage URL shared by every worker; empty: SQLite under outputs/sweeps/.
+    storage: str = ""
+    # Study name; empty: <experiment>_sweep.
+    study: str = ""
+    # Worker processes on this machine, each running trials of the same study.
+    workers: int = 1
+    learning_rate: list[float] = field(default_factory=lambda: [1e-4, 3e-2])
+    weight_decay: list[float] = field(default_factory=lambda: [1e-6, 1e-2])
+    dropout: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    label_smoothing: list[float] = field(default_factory=lambda: [0.0, 0.2])
+    class_weight: list[Literal["none", "balanced"]] = field(
+        default_factory=lambda: ["none", "balanced"]
+    )
+    optimizer: list[Literal["adam", "adamw", "sgd"]] = field(
+        default_factory=lambda: ["adam", "adamw", "sgd"]
+    )
+    epochs: list[int] = field(default_factory=lambda: [5, 30])
+
+    def check(self) -> None:
+        check_min("sweep.trials", self.trials, 1)
+        check_min("sweep.workers", self.workers, 1)
+        for key in ("learning_rate", "weight_decay", "dropout", "label_smoothing", "epochs"):
+            values = getattr(self, key)
+            if len(values) not in (1, 2) or values[0] > values[-1]:
+                raise ConfigError(
+                    f"sweep.{key}={values}: give [low, high] with low <= high, or one value"
+                )
+        for key in ("class_weight", "optimizer"):
+            if not getattr(self, key):
+                raise ConfigError(f"sweep.{key}: give at least one choice")
+        if self.learning_rate[0] <= 0 or self.learning_rate[-1] >= 1:
+            raise ConfigError(f"sweep.learning_rate={self.learning_rate}: must be in (0, 1)")
+        if self.weight_decay[0] <= 0:
+            raise ConfigError(f"sweep.weight_decay={self.weight_decay}: must be above 0")
+        if not 0 <= self.dropout[0] <= self.dropout[-1] < 1:
+            raise ConfigError(f"sweep.dropout={self.dropout}: must be in [0, 1)")
+        if not 0 <= self.label_smoothing[0] <= self.label_smoothing[-1] < 1:
+            raise ConfigError(f"sweep.label_smoothing={self.label_smoothing}: must be in [0, 1)")
+        if self.epochs[0] < 1:
+            raise ConfigError(f"sweep.epochs={self.epochs}: must be at least 1")
+
+
+@dataclass
+class CVConfig:
+    # make cv K=5: stratified (and group-exclusive with data.group_column) folds over
+    # train + val; the test split is left alone.
+    folds: int = 5
+    # Also fine-tune (phase 2) in every fold: slow, off by default.
+    phase2: bool = False
+
+    def check(self) -> None:
+        check_min("cv.folds", self.folds, 2)
+
+
+@dataclass
+class TrackingConfig:
+    # MLflow tracking URI (a folder, sqlite:///file.db or http://host:5000), or "on" for
+    # sqlite:///<output_dir>/mlflow.db; empty turns tracking off.
+    mlflow: str = ""
 
 
 @dataclass
@@ -279,6 +395,11 @@ class Config:
     )
     eval: EvalConfig = field(default_factory=EvalConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
@@ -294,6 +415,10 @@ class Config:
         self.phase2.check("phase2")
         self.eval.check()
         self.predict.check()
+        self.compare.check()
+        self.lr_find.check()
+        self.sweep.check()
+        self.cv.check()
         self.report.check()
         self.bench.check()
         self.check_inputs()
