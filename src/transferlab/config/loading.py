@@ -13,6 +13,11 @@ import yaml
 from transferlab.config.schema import Config, ConfigError, did_you_mean
 
 
+# Text keys that also work as switches: YAML reads `on`/`off`/`true`/`yes` as booleans, so
+# `SET='tracking.mlflow=on'` arrives as True and means the same as the text "on".
+SWITCH_TEXT = {"tracking.mlflow": {True: "on", False: ""}}
+
+
 def load_config(path: str | Path | None = None, overrides: Any = None, **kwargs: Any) -> Config:
     """Load a YAML config, apply overrides, validate, and return a ``Config``.
 
@@ -199,6 +204,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return float(value)
         raise ConfigError(f"{key}={value!r} must be a number")
     if hint is str:
+        if isinstance(value, bool) and key in SWITCH_TEXT:
+            return SWITCH_TEXT[key][value]
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{key}={value!r} must be text")
