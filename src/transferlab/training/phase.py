@@ -47,6 +47,7 @@ from transferlab.runs import (
     write_json,
     write_with,
 )
+from transferlab.runs.tracking import check_tracking, track_run
 from transferlab.training.checkpoints import EpochCheckpoint, ReseedEachEpoch, ResumablePlateau
 from transferlab.training.curves import plot_curves
 from transferlab.training.features import feature_datasets, metadata_stats, stats_of
@@ -124,6 +125,7 @@ def train_phase(
 def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     phase_cfg = cfg.phase(phase)
     started = time.perf_counter()
+    check_tracking(cfg)  # an unreachable MLflow store stops the phase before any work
     start = phase1_start(cfg, phase)
     configure_randomness(cfg)
     policy = set_precision(cfg.train.mixed_precision)
@@ -206,6 +208,8 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
         **best_model_of_experiment(paths, state, start),
     }
     summary = write_summary(cfg, state, rows, full, dataset, data, facts)
+    if is_chief():
+        track_run(cfg, run_dir, phase)
     if stop_reason == "nan_loss":
         epoch, batch = checkpoint.nan_batch
         raise TrainingError(
