@@ -41,6 +41,7 @@ from transferlab.evaluation.metrics import (
 from transferlab.evaluation.tta import tta_probabilities
 from transferlab.models import load_model
 from transferlab.runs import new_run_dir, write_json, write_text
+from transferlab.runs.tracking import check_tracking, track_run
 
 # How many images the prediction grid and the mistakes gallery show.
 GRID_IMAGES = 16
@@ -66,6 +67,7 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate a saved model on ``split`` (default ``cfg.eval.split``) and write a run dir."""
     split = check_split(split or cfg.eval.split)
+    check_tracking(cfg)  # an unreachable MLflow store stops here, before any work
     model_path = Path(model_path) if model_path else default_model_path(cfg)
     model = load_model(model_path)
     dataset = load_dataset(cfg)
@@ -103,6 +105,7 @@ def evaluate(
     write_json(run_dir / "metrics.json", metrics)
     size = metrics["input_size"]
     figures = write_figures(run_dir / "figures", dataset, size, predictions, probabilities)
+    track_run(cfg, run_dir, "evaluate")
     return EvalResult(run_dir, metrics, predictions, figures)
 
 
