@@ -417,7 +417,9 @@ MIRRORED_SCRIPT = """
     from pathlib import Path
     from test_training import tiny_config
     from transferlab.training import train_phase
-    cfg = tiny_config(Path({root!r}), model__backbone="small_resnet", train__cache_features=False)
+    cfg = tiny_config(
+        Path({root!r}), model__backbone="small_resnet", train__cache_features=False, phase1__epochs=2
+    )
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = train_phase(cfg, "phase1", strategy=strategy)
     print("REPLICAS", result.summary["replicas"], "LOSS", result.best_metrics["loss"])
@@ -425,12 +427,30 @@ MIRRORED_SCRIPT = """
 
 
 def test_mirrored_strategy_over_two_cpu_devices_trains(tmp_path):
+    """Two replicas, 15 validation images in batches of 16: no replica gets an empty batch.
+
+    The validation metrics the two replicas logged equal one device's evaluation of the
+    same model on the same images.
+    """
+    from transferlab.evaluation import evaluate
+
     process = run_python(MIRRORED_SCRIPT.format(root=str(tmp_path)))
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     line = next(x for x in output.splitlines() if x.startswith("REPLICAS"))
     _, replicas, _, loss = line.split()
     assert replicas == "2" and np.isfinite(float(loss))
+
+    cfg = tiny_config(
+        tmp_path, model__backbone="small_resnet", train__cache_features=False, phase1__epochs=2
+    )
+    assert len(prepare_splits(cfg, load_dataset(cfg)).val) % 16 % 2 == 1  # sizes that don't divide
+    run_dir = next(Path(cfg.output_dir, "runs").glob("*_phase1"))
+    best_epoch = json.loads((run_dir / "summary.json").read_text())["best_epoch"]
+    logged = pd.read_csv(run_dir / "metrics.csv").set_index("epoch").loc[best_epoch]
+    one_device = evaluate(cfg, split="val").metrics
+    assert one_device["accuracy"] == pytest.approx(logged["val_accuracy"], abs=1e-6)
+    assert one_device["loss"] == pytest.approx(logged["val_loss"], rel=1e-4)
 
 
 def test_a_multi_worker_tf_config_is_a_clear_error(tmp_path, monkeypatch):

@@ -132,6 +132,42 @@ def resize_in_graph(pixels: tf.Tensor, size: int) -> tf.Tensor:
     return image
 
 
+def batches_for_replicas(
+    ds: tf.data.Dataset, count: int, batch_size: int, replicas: int
+) -> tf.data.Dataset:
+    """Re-batch ``count`` elements so that every replica gets a share of every batch.
+
+    A MirroredStrategy splits each batch across its replicas, and a batch smaller than
+    the replica count leaves one with nothing, which Keras's step cannot take. Batches
+    are multiples of ``replicas``; the remainder joins the last ones, split so that the
+    first batch (Keras builds the metrics from it) still divides evenly. No element is
+    dropped, so the metrics are those of one device on the same data.
+    """
+    if count < replicas:
+        raise ValueError(
+            f"{count} image(s) cannot be shared by {replicas} replicas: give the split at "
+            f"least {replicas} images, or train on fewer devices"
+        )
+    size = max(replicas, min(batch_size, count) // replicas * replicas)
+    remainder = count % size
+    if remainder == 0 or remainder >= replicas:
+        return ds.unbatch().batch(size).prefetch(tf.data.AUTOTUNE)
+    # The last full batch and the remainder become two batches of at least `replicas`
+    # (one when that is all there is).
+    tail = size + remainder
+    head = count - tail
+    first = (tail - replicas) // replicas * replicas if head == 0 else 0
+    elements = ds.unbatch()
+    parts = [elements.take(head).batch(size)] if head else []
+    if first:
+        parts.append(elements.take(first).batch(first))
+    parts.append(elements.skip(head + first).batch(tail - first))
+    combined = parts[0]
+    for part in parts[1:]:
+        combined = combined.concatenate(part)
+    return combined.prefetch(tf.data.AUTOTUNE)
+
+
 def labels_of(dataset: ImageDataset, split: pd.DataFrame) -> np.ndarray:
     return dataset.table["label"].to_numpy()[dataset.rows(split["sample_id"])]
 

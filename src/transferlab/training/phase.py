@@ -26,7 +26,12 @@ import transferlab
 from transferlab.config import Config
 from transferlab.config.schema import BATCH_AUGMENTATIONS
 from transferlab.data import Splits, load_dataset, prepare_splits
-from transferlab.data.pipeline import input_size_for, labels_of, make_tf_dataset
+from transferlab.data.pipeline import (
+    batches_for_replicas,
+    input_size_for,
+    labels_of,
+    make_tf_dataset,
+)
 from transferlab.data.splits import write_skipped
 from transferlab.models import (
     backbone_of,
@@ -51,6 +56,7 @@ from transferlab.runs.tracking import check_tracking, track_run
 from transferlab.training.checkpoints import EpochCheckpoint, ReseedEachEpoch, ResumablePlateau
 from transferlab.training.curves import plot_curves
 from transferlab.training.features import feature_datasets, metadata_stats, stats_of
+from transferlab.training.lr_range import resolve_learning_rate
 from transferlab.training.optim import class_weights, compile_model, make_optimizer
 from transferlab.training.runtime import choose_strategy, describe_device, is_chief, set_precision
 from transferlab.training.state import (
@@ -62,6 +68,7 @@ from transferlab.training.state import (
     new_state,
     save_state,
 )
+from transferlab.training.val_predictions import write_val_predictions
 
 
 class TrainingError(RuntimeError):
@@ -157,6 +164,18 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
             epochs,
             strategy.num_replicas_in_sync,
         )
+        # learning_rate=auto becomes a number here (a resumed run reuses its own), before
+        # the optimizer, the plateau callback or the summary read it.
+        cfg, lr_facts = resolve_learning_rate(
+            cfg,
+            phase,
+            run_dir,
+            lambda: head_of(cfg, full) if cached else full,
+            data.train,
+            class_weights(cfg, labels_of(dataset, splits.train), num_classes),
+            write=is_chief(),
+        )
+        phase_cfg = cfg.phase(phase)
         trainer = training_model(cfg, phase_cfg, paths, state, full, cached, data)
     if cached:
         check_same_features(state, data.feature_checksum, paths)
@@ -199,12 +218,15 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     if stop_reason != "interrupted" and is_chief():
         state.finished = True
         save_state(state, paths)
+        # Each validation image's prediction, for the report's paired phase 1 vs 2 test.
+        write_val_predictions(run_dir, paths, state, data.val, splits.val, dataset.class_names)
     facts = {
         "wall_time_s": round(time.perf_counter() - started, 2),
         "device": describe_device(),
         "replicas": strategy.num_replicas_in_sync,
         "precision": policy,
         "model_path": str(paths.best),
+        **lr_facts,
         **best_model_of_experiment(paths, state, start),
     }
     summary = write_summary(cfg, state, rows, full, dataset, data, facts)
@@ -356,18 +378,22 @@ def training_model(cfg, phase_cfg, paths, state, full, cached, data) -> keras.Mo
         # Resume: weights and optimizer state (moments, step count, learning rate).
         model = keras.models.load_model(paths.folder / state.last_file, safe_mode=True)
         return compile_model(model, cfg, model.optimizer)
-    model = full
-    if cached:
-        model = build_head_model(
-            cfg,
-            full.output_shape[-1],
-            full.get_layer("head_pool").output.shape[-1],
-            stats_of(full),
-        )
-        copy_head_weights(full, model)
+    model = head_of(cfg, full) if cached else full
     return compile_model(
         model, cfg, make_optimizer(phase_cfg, cfg.train.clip_norm, data.steps_per_epoch)
     )
+
+
+def head_of(cfg, full) -> keras.Model:
+    """Phase 1's head alone, holding ``full``'s head weights: it trains on cached features."""
+    head = build_head_model(
+        cfg,
+        full.output_shape[-1],
+        full.get_layer("head_pool").output.shape[-1],
+        stats_of(full),
+    )
+    copy_head_weights(full, head)
+    return head
 
 
 def make_data(cfg, dataset, splits, size, feature_model, num_classes, epochs, replicas=1) -> Data:
@@ -403,10 +429,7 @@ def make_data(cfg, dataset, splits, size, feature_model, num_classes, epochs, re
         val = make_tf_dataset(dataset, splits.val, batch, size, side_names=names).map(one_hot)
         data = Data(splits, size, train, val, steps)
     if even:
-        # Keras averages the first validation batch across replicas to build the model,
-        # which fails on unequal shares.
-        val_batch = min(batch, len(splits.val))
-        data.val = data.val.rebatch(max(replicas, val_batch - val_batch % replicas))
+        data.val = batches_for_replicas(data.val, len(splits.val), batch, replicas)
     return data
 
 
