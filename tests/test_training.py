@@ -417,9 +417,8 @@ MIRRORED_SCRIPT = """
     from pathlib import Path
     from test_training import tiny_config
     from transferlab.training import train_phase
-    cfg = tiny_config(
-        Path({root!r}), model__backbone="small_resnet", train__cache_features=False, phase1__epochs=2
-    )
+    overrides = dict(train__cache_features=False, phase1__epochs=2)
+    cfg = tiny_config(Path({root!r}), model__backbone="small_resnet", **overrides)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = train_phase(cfg, "phase1", strategy=strategy)
     print("REPLICAS", result.summary["replicas"], "LOSS", result.best_metrics["loss"])
