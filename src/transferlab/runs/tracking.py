@@ -54,7 +54,10 @@ TEXT_SUFFIXES = (".json", ".md", ".csv", ".txt", ".yaml")
 MAX_TEXT_BYTES = 2_000_000  # predictions.csv of a large test set stays on disk only
 MAX_FIGURE_BYTES = 20_000_000
 # metrics.json sections that are tables, not numbers to chart.
-SKIPPED_SECTIONS = ("per_class", "confusion_matrix", "per_group")
+SKIPPED_SECTIONS = ("per_class", "confusion_matrix", "per_group", "per_fold")
+# metrics.json's "intervals": {"accuracy": {"low", "high"}} logs as accuracy_low/_high.
+FLAT_SECTIONS = ("intervals",)
+CENTRES = ("value", "mean", "estimate")
 HEALTH_TIMEOUT_S = 3.0
 
 
@@ -182,7 +185,8 @@ def track_run(cfg: Config, run_dir: str | Path, kind: str, strict: bool = False)
     """
     run_dir = Path(run_dir)
     try:
-        uri = tracking_uri(cfg)
+        # Fails in a second where MLflow's client would retry for a while.
+        uri = check_tracking(cfg)
         if uri is None:
             return None
         with quick_http():
@@ -225,7 +229,7 @@ def log_run(uri: str, experiment: str, run_dir: Path, kind: str) -> str:
             f"run {run_id} ({run_dir.name})",
             stacklevel=3,
         )
-    metrics = new_metrics(client, run, epoch_metrics(run_dir), final_metrics(run_dir))
+    metrics = new_metrics(client, run, step_metrics(run_dir), final_metrics(run_dir))
     client.log_batch(run_id, metrics=metrics, params=params)
     log_artifacts(client, run_id, run_dir)
     client.set_terminated(run_id, status_of(summary), end_time=int(time.time() * 1000))
@@ -319,41 +323,63 @@ def new_params(logged: dict[str, str], params: dict[str, str]):
     return fresh, changed
 
 
-def epoch_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """metrics.csv as {column: [(epoch, value), ...]}, numbers only (NaN left out)."""
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return {}
+def step_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """The run's tables as metric history {name: [(step, value), ...]}, numbers only.
+
+    metrics.csv by epoch; a sweep's trials.csv by trial (``trial_*``); cv.json's
+    per-fold table by fold (``fold_*``).
+    """
     history: dict[str, list[tuple[int, float]]] = {}
-    with open(path, newline="") as f:
-        for index, row in enumerate(csv.DictReader(f), start=1):
-            step = int(float(row.get("epoch") or index))
-            for key, text in row.items():
-                value = number(text)
-                if key != "epoch" and value is not None:
-                    history.setdefault(metric_key(key), []).append((step, value))
+    for rows, step, prefix in (
+        (csv_rows(run_dir / "metrics.csv"), "epoch", ""),
+        (csv_rows(run_dir / "trials.csv"), "number", "trial_"),
+        (read_optional(run_dir / "cv.json").get("per_fold") or [], "fold", "fold_"),
+    ):
+        for index, row in enumerate(rows, start=1):
+            at = number(row.get(step))
+            for key, value in row.items():
+                if key != step and (value := number(value)) is not None:
+                    point = (index if at is None else int(at), value)
+                    history.setdefault(metric_key(prefix + key), []).append(point)
     return history
 
 
+def csv_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def final_metrics(run_dir: Path) -> dict[str, float]:
-    """summary.json's best_metrics (as best_<name>) and numbers, metrics.json's numbers."""
+    """The numbers of summary.json (best_metrics as best_<name>), metrics.json and cv.json."""
     summary = read_optional(run_dir / "summary.json")
     found = numbers_in({k: v for k, v in summary.items() if k != "best_metrics"})
     best = summary.get("best_metrics") or {}
     found.update({f"best_{k}": v for k, v in numbers_in(best).items() if k != "epoch"})
     found.update(numbers_in(read_optional(run_dir / "metrics.json")))
+    found.update(numbers_in(read_optional(run_dir / "cv.json")))
     return found
 
 
 def numbers_in(data: dict, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of nested dicts as ``a_b`` keys; [low, high] pairs as ``_low/_high``."""
+    """Numeric leaves of nested dicts, named ``section_key``.
+
+    An interval reads as name, name_low, name_high: from {"low", "high"} with its
+    "value" or "mean", from metrics.json's "intervals" section, or from a [low, high] pair.
+    """
     found: dict[str, float] = {}
     for key, value in data.items():
         name = metric_key(f"{prefix}{key}")
         if key in SKIPPED_SECTIONS:
             continue
         if isinstance(value, dict):
-            found.update(numbers_in(value, f"{name}_"))
+            found.update(numbers_in(value, prefix if key in FLAT_SECTIONS else f"{name}_"))
+            if {"low", "high"} <= value.keys():
+                centre = next((value[c] for c in CENTRES if c in value), None)
+                found.update({name: number(centre)} if number(centre) is not None else {})
+                for c in CENTRES:
+                    found.pop(f"{name}_{c}", None)
         elif isinstance(value, (list, tuple)) and len(value) == 2:
             pair = [number(v) for v in value]
             if None not in pair:

@@ -1,0 +1,195 @@
+"""MLflow tracking: a run folder logged to a SQLite store and read back with MlflowClient."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import demo_config
+from transferlab.config import load_config
+from transferlab.runs import write_metrics
+from transferlab.runs.tracking import (
+    RECORD,
+    TrackingError,
+    check_tracking,
+    log_existing,
+    track_run,
+    tracking_uri,
+)
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One SQLite store for the module: creating one runs MLflow's migrations (~2 s)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def fake_phase_run(root: Path, store: str, name: str = "20250101-000000_demo_phase1") -> tuple:
+    """A phase-1 run folder as training writes it: config, metrics.csv, summary, a figure."""
+    cfg = demo_config(root, {"tracking.mlflow": store})
+    run_dir = Path(cfg.output_dir) / "runs" / name
+    (run_dir / "figures").mkdir(parents=True)
+    cfg.save(run_dir / "config.json")
+    rows = [
+        {"epoch": e, "loss": 1.0 / e, "val_accuracy": 0.5 + 0.1 * e, "learning_rate": 1e-3}
+        for e in range(1, EPOCHS + 1)
+    ]
+    write_metrics(run_dir / "metrics.csv", rows)
+    summary = {
+        "phase": "phase1",
+        "best_epoch": 3,
+        "best_metrics": rows[-1],
+        "stop_reason": "completed",
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "figures" / "training_curves.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    return cfg, run_dir
+
+
+def artifact_paths(client: MlflowClient, run_id: str, folder: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, folder):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_a_phase_run_is_logged_and_read_back(tmp_path, store):
+    cfg, run_dir = fake_phase_run(tmp_path, store)
+    run_id = track_run(cfg, run_dir, "phase1", strict=True)
+    client = MlflowClient(store)
+    run = client.get_run(run_id)
+
+    assert run.info.run_name == run_dir.name and run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "demo"
+    assert run.data.tags["transferlab.kind"] == "phase1"
+    assert run.data.tags["transferlab.run_dir"] == str(run_dir.resolve())
+    params = run.data.params
+    assert params["phase1.epochs"] == str(cfg.phase1.epochs)
+    assert params["model.backbone"] == "resnet50"
+    assert params["data.splits"] == "[0.7, 0.15, 0.15]"
+    history = client.get_metric_history(run_id, "val_accuracy")
+    assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.6), (2, 0.7), (3, 0.8)]
+    assert run.data.metrics["best_val_accuracy"] == pytest.approx(0.8)
+    assert "accuracy" not in run.data.metrics  # NaN columns are left out
+    assert artifact_paths(client, run_id) >= {
+        "config.json",
+        "metrics.csv",
+        "summary.json",
+        "figures/training_curves.png",
+    }
+    assert json.loads((run_dir / RECORD).read_text())["runs"][store] == run_id
+
+
+def test_logging_a_resumed_run_again_updates_the_same_mlflow_run(tmp_path, store):
+    cfg, run_dir = fake_phase_run(tmp_path, store, "20250101-000001_demo_phase1")
+    first = track_run(cfg, run_dir, "phase1", strict=True)
+    # The phase resumes and runs one more epoch.
+    rows = [
+        {"epoch": e, "loss": 1.0 / e, "val_accuracy": 0.5 + 0.1 * e} for e in range(1, EPOCHS + 2)
+    ]
+    write_metrics(run_dir / "metrics.csv", rows)
+    second = track_run(cfg, run_dir, "phase1", strict=True)
+
+    client = MlflowClient(store)
+    assert second == first
+    runs = client.search_runs(
+        [client.get_experiment_by_name("demo").experiment_id],
+        f"attributes.run_name = '{run_dir.name}'",
+    )
+    assert len(runs) == 1
+    steps = [m.step for m in client.get_metric_history(first, "val_accuracy")]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_evaluate_numbers_and_intervals_become_metrics(tmp_path, store):
+    cfg, run_dir = fake_phase_run(tmp_path, store, "20250101-000002_demo_evaluate")
+    (run_dir / "metrics.csv").unlink()
+    (run_dir / "summary.json").unlink()
+    metrics = {
+        "accuracy": 0.9,
+        "intervals": {"accuracy": {"value": 0.9, "low": 0.85, "high": 0.94, "method": "wilson"}},
+        "group_spread": {"mean": 0.7, "range": [0.5, 0.8]},
+        "per_class": {"0": {"f1": 1.0}},
+        "roc_auc": None,
+        "split": "test",
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    run = MlflowClient(store).get_run(log_existing(run_dir))
+
+    assert run.data.metrics == {
+        "accuracy": 0.9,
+        "accuracy_low": 0.85,
+        "accuracy_high": 0.94,
+        "group_spread_mean": 0.7,
+        "group_spread_range_low": 0.5,
+        "group_spread_range_high": 0.8,
+    }
+    assert run.data.tags["transferlab.kind"] == "evaluate"
+
+
+def test_long_config_values_are_cut_to_a_param_mlflow_accepts(tmp_path, store):
+    cfg, run_dir = fake_phase_run(tmp_path, store, "20250101-000003_demo_phase1")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["compare"]["runs"] = [f"20250101-000000_demo_evaluate_{i}" for i in range(100)]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    run = MlflowClient(store).get_run(track_run(cfg, run_dir, "phase1", strict=True))
+    assert len(run.data.params["compare.runs"]) == 500
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_server_is_a_clear_error_at_once(tmp_path):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    cfg = demo_config(tmp_path, {"tracking.mlflow": uri})
+    started = time.perf_counter()
+    with pytest.raises(TrackingError, match=f"cannot reach the MLflow tracking server at {uri}"):
+        check_tracking(cfg)
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("sqlite:///{root}/missing/mlflow.db", "does not exist. Create it"),
+        ("htp://127.0.0.1:5000", "unknown scheme 'htp'; did you mean 'http'"),
+    ],
+)
+def test_a_store_that_cannot_be_used_names_the_fix(tmp_path, value, message):
+    cfg = demo_config(tmp_path, {"tracking.mlflow": value.format(root=tmp_path)})
+    with pytest.raises(TrackingError, match=message):
+        check_tracking(cfg)
+
+
+def test_a_failure_after_training_warns_and_keeps_the_files(tmp_path, store):
+    cfg, run_dir = fake_phase_run(tmp_path, store, "20250101-000004_demo_phase1")
+    cfg.tracking.mlflow = f"http://127.0.0.1:{closed_port()}"
+    with pytest.warns(UserWarning, match="python -m transferlab.runs.tracking"):
+        assert track_run(cfg, run_dir, "phase1") is None
+    assert (run_dir / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("word", ["on", "true", "yes"])
+def test_tracking_on_is_a_sqlite_file_under_output_dir(tmp_path, word):
+    cfg = load_config(None, f"tracking.mlflow={word} output_dir={tmp_path / 'out'}")
+    expected = f"sqlite:///{(tmp_path / 'out' / 'mlflow.db').as_posix()}"
+    assert cfg.tracking.mlflow == "on"
+    assert tracking_uri(cfg) == check_tracking(cfg) == expected
+    assert load_config(None, "tracking.mlflow=off").tracking.mlflow == ""
+    assert tracking_uri(load_config()) is None
+
+
+def test_a_folder_holds_a_sqlite_store(tmp_path):
+    cfg = load_config(None, {"tracking.mlflow": str(tmp_path / "mlruns")})
+    assert tracking_uri(cfg) == f"sqlite:///{(tmp_path / 'mlruns' / 'mlflow.db').as_posix()}"
