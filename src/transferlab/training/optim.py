@@ -12,6 +12,12 @@ from transferlab.models.schedules import OneCycle
 
 def make_schedule(phase: PhaseConfig, steps_per_epoch: int):
     """The learning rate: a float (constant, plateau) or a per-step schedule."""
+    if phase.learning_rate == "auto":
+        # Training resolves "auto" (lr_range.resolve_learning_rate) before it gets here.
+        raise ValueError(
+            'learning_rate="auto" must be resolved to a number before an optimizer is made: '
+            "run `make lr-find` and set the suggested number, or let train_phase resolve it"
+        )
     total = max(1, phase.epochs * steps_per_epoch)
     if phase.schedule == "cosine":
         warmup = min(phase.warmup_epochs * steps_per_epoch, total - 1)

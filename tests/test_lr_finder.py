@@ -1,0 +1,117 @@
+"""The learning-rate range test (training.lr_range), the lr-find stage and learning_rate=auto."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from transferlab.experiments.lr_finder import find_learning_rate
+from transferlab.training import lr_range
+from transferlab.training.lr_range import exponential_rates, range_test, valley
+
+# Small and fast: 10 digits per class, the small backbone, a short test over two seeds.
+SMALL = {
+    "data.subset_per_class": 10,
+    "model.backbone": "small_resnet",
+    "lr_find.steps": 30,
+    "lr_find.seeds": 2,
+}
+
+
+def noisy_separable_problem(n=480, dims=32, classes=4, seed=0):
+    """Features around class centres, with a fifth of the labels redrawn at random.
+
+    Any sane learning rate learns the centres; the noisy labels make a far too large one
+    blow the loss up, as real labels do.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dims))
+    labels = rng.integers(0, classes, n)
+    features = (centres[labels] + rng.normal(size=(n, dims))).astype("float32")
+    redrawn = rng.random(n) < 0.2
+    labels[redrawn] = rng.integers(0, classes, redrawn.sum())
+    return features, np.eye(classes, dtype="float32")[labels]
+
+
+def linear_head(dims, classes, optimizer):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((dims,))
+    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(inputs))
+    model.compile(optimizer, "categorical_crossentropy")
+    return model
+
+
+def batches_of(features, one_hot, batch=32):
+    def batches(seed):
+        data = tf.data.Dataset.from_tensor_slices((features, one_hot)).repeat()
+        return data.shuffle(len(features), seed=seed).batch(batch, drop_remainder=True)
+
+    return batches
+
+
+def test_valley_is_the_middle_of_the_longest_fall():
+    flat, fall, blow_up = np.full(20, 2.0), np.linspace(2.0, 0.5, 41)[1:], np.geomspace(0.5, 9, 20)
+    losses = np.concatenate([flat, fall, blow_up])
+    assert 35 <= valley(losses) <= 45  # the fall runs over steps 20-59
+
+
+def test_range_test_on_separable_features(tmp_path):
+    features, one_hot = noisy_separable_problem()
+    model = linear_head(32, 4, keras.optimizers.SGD(1e-5, momentum=0.9))
+    before = [w.copy() for w in model.get_weights()]
+    rates = exponential_rates(1e-5, 100.0, 100)
+    test = range_test(model, batches_of(features, one_hot), rates, seeds=[0, 1, 2])
+
+    # The weights the test started from are back.
+    for start, now in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(start, now)
+    # Every seed's loss blew up before 100 (4x its best), and the test stopped there.
+    assert all(50 <= len(c) < 100 for c in test.curves)
+    # SGD on a linear softmax over unit-scale features learns well around 0.01-0.3.
+    assert 3e-3 <= test.suggestion <= 0.5
+    # It lies on the fall: below the flat start, before the bottom (past it, it blows up).
+    at = test.median[test.suggestion_index]
+    assert test.median.min() < at < test.median[0]
+    assert test.suggestion_index < np.argmin(test.median)
+    # Three seeds, three different curves: the band is there and holds the median.
+    low, high = test.band
+    assert np.all(low <= test.median) and np.all(test.median <= high)
+    assert np.max(high - low) > 0
+    frame = test.to_frame()
+    assert list(frame.columns[2:5]) == ["loss_seed0", "loss_seed1", "loss_seed2"]
+    assert frame["suggested"].sum() == 1 and len(frame) == 100
+    assert lr_range.plot_range_test(test, tmp_path / "lr.png", "t").stat().st_size > 10_000
+
+    # The suggestion trains: 3 epochs at it beat 3 epochs at a hundredth of it.
+    def loss_after(rate):
+        head = linear_head(32, 4, keras.optimizers.SGD(rate, momentum=0.9))
+        return head.fit(features, one_hot, epochs=3, verbose=0).history["loss"][-1]
+
+    assert loss_after(test.suggestion) < 0.8 * loss_after(test.suggestion / 100)
+
+
+def shrink(cfg, **more):
+    """The ``cfg`` fixture with SMALL's settings and ``more`` (section__name=value)."""
+    settings = {**SMALL, **{k.replace("__", "."): v for k, v in more.items()}}
+    for key, value in settings.items():
+        section, name = key.split(".")
+        setattr(getattr(cfg, section), name, value)
+    return cfg
+
+
+def test_lr_find_stage_writes_its_run(cfg):
+    result = find_learning_rate(shrink(cfg))
+    assert f"suggested phase1.learning_rate: {result.suggestion:.1e}" in str(result)
+    assert f"SET='phase1.learning_rate={result.suggestion:.1e}'" in str(result)
+    assert (result.run_dir / "figures" / "lr_find.png").stat().st_size > 10_000
+    curves = pd.read_csv(result.run_dir / "lr_find.csv")
+    assert len(curves) == 30 and {"loss_seed42", "loss_seed43", "median"} <= set(curves.columns)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["suggestion"] == pytest.approx(result.suggestion)
+    assert summary["phase"] == "phase1" and summary["seeds"] == [42, 43]
+    assert summary["steps"] == 30 and summary["wall_time_s"] > 0
