@@ -21,6 +21,7 @@ from transferlab.runs.tracking import (
     track_run,
     tracking_uri,
 )
+from transferlab.training import train_phase
 
 EPOCHS = 3
 
@@ -193,3 +194,37 @@ def test_tracking_on_is_a_sqlite_file_under_output_dir(tmp_path, word):
 def test_a_folder_holds_a_sqlite_store(tmp_path):
     cfg = load_config(None, {"tracking.mlflow": str(tmp_path / "mlruns")})
     assert tracking_uri(cfg) == f"sqlite:///{(tmp_path / 'mlruns' / 'mlflow.db').as_posix()}"
+
+
+def test_train_phase_logs_its_run_to_mlflow(tmp_path, store):
+    cfg = demo_config(
+        tmp_path,
+        {
+            # small_resnet at 16 px: a real phase 1 in seconds.
+            "model.backbone": "small_resnet",
+            "model.image_size": 16,
+            "data.subset_per_class": 10,
+            "train.batch_size": 16,
+            "phase1.epochs": 2,
+            "tracking.mlflow": store,
+        },
+    )
+    result = train_phase(cfg, "phase1")
+
+    client = MlflowClient(store)
+    run = client.get_run(json.loads((result.run_dir / RECORD).read_text())["runs"][store])
+    assert run.info.run_name == result.run_dir.name
+    assert run.data.tags["transferlab.phase"] == "phase1"
+    assert run.data.params["phase1.epochs"] == "2"
+    history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in history] == [1, 2]
+    best = result.best_metrics["val_accuracy"]
+    assert run.data.metrics["best_val_accuracy"] == pytest.approx(best)
+    assert "figures/training_curves.png" in artifact_paths(client, run.info.run_id)
+
+
+def test_train_phase_with_an_unreachable_store_stops_before_any_work(tmp_path):
+    cfg = demo_config(tmp_path, {"tracking.mlflow": f"http://127.0.0.1:{closed_port()}"})
+    with pytest.raises(TrackingError, match="cannot reach"):
+        train_phase(cfg, "phase1")
+    assert not (tmp_path / "outputs" / "runs").exists()
