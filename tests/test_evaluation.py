@@ -14,8 +14,11 @@ from transferlab.evaluation import (
     predict,
     predictions_table,
 )
+from transferlab.evaluation.calibration import calibration_path, save_calibration
 from transferlab.evaluation.evaluate import write_figures
-from transferlab.runs import read_json
+from transferlab.evaluation.metrics import group_metrics
+from transferlab.experiments.stats import apply_temperature, wilson_interval
+from transferlab.runs import read_json, write_json
 
 from .tiny_model import build_tiny_model
 
@@ -88,6 +91,7 @@ def test_figures_written_and_non_empty(tmp_path, num_classes):
         "confusion_matrix.png",
         "confusion_matrix_normalized.png",
         "roc_curves.png",
+        "reliability.png",
         "prediction_grid.png",
         "confident_mistakes.png",
     }
@@ -119,6 +123,8 @@ def saved_digits_model(cfg):
 
 def test_evaluate_writes_run_dir(cfg, saved_digits_model):
     cfg.eval.tta = 1
+    cfg.eval.calibrate = True
+    cfg.eval.bootstrap = 200
     result = evaluate(cfg)
     run = result.run_dir
     assert run.name.endswith("_demo_evaluate")
@@ -135,8 +141,69 @@ def test_evaluate_writes_run_dir(cfg, saved_digits_model):
     )
     assert metrics["split"] == "test" and metrics["model_path"] == str(saved_digits_model)
     assert 0 <= metrics["tta_accuracy"] <= 1 and metrics["tta_passes"] == 1
-    assert len(list((run / "figures").glob("*.png"))) == 5
-    assert "accuracy" in str(result)
+    assert len(list((run / "figures").glob("*.png"))) == 6
+    assert "accuracy" in str(result) and "ECE" in str(result)
+
+    # Every headline metric has an interval around it; accuracy's is Wilson's.
+    assert metrics["confidence"] == 0.95 and metrics["bootstrap_resamples"] == 200
+    intervals = metrics["intervals"]
+    assert set(intervals) == {"accuracy", "macro_f1", "balanced_accuracy", "roc_auc"}
+    for name, bounds in intervals.items():
+        assert bounds["low"] <= metrics[name] <= bounds["high"], name
+    correct = int(round(metrics["accuracy"] * metrics["num_samples"]))
+    assert (intervals["accuracy"]["low"], intervals["accuracy"]["high"]) == pytest.approx(
+        wilson_interval(correct, metrics["num_samples"])
+    )
+    assert 0 <= metrics["ece"] <= 1 and "per_group" not in metrics  # digits has no groups
+
+    # Calibrated on val, scored on test, saved beside the model with its hash.
+    calibration = metrics["calibration"]
+    assert calibration["fitted_on"] == "val" and not calibration["in_sample"]
+    assert calibration["temperature"] > 0 and 0 <= calibration["ece_after"] <= 1
+    saved = read_json(calibration_path(saved_digits_model))
+    assert saved["temperature"] == calibration["temperature"]
+    assert len(saved["model_sha1"]) == 40
+
+
+def test_group_metrics_per_subject_with_wilson_intervals():
+    y_true = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+    y_pred = np.array([0, 1, 0, 0, 1, 1, 1, 1])
+    groups = ["a", "a", "a", "b", "b", "c", "c", ""]
+    result = group_metrics(y_true, y_pred, groups)
+    per_group = result["per_group"]
+    assert list(per_group) == ["a", "b", "c"]  # the ungrouped image is left out
+    assert [g["n"] for g in per_group.values()] == [3, 2, 2]
+    assert [g["accuracy"] for g in per_group.values()] == pytest.approx([2 / 3, 1.0, 0.5])
+    assert (per_group["a"]["low"], per_group["a"]["high"]) == wilson_interval(2, 3)
+    spread = result["group_spread"]
+    assert spread["groups"] == 3
+    assert spread["mean"] == pytest.approx(13 / 18)
+    assert spread["std"] == pytest.approx(np.std([2 / 3, 1.0, 0.5], ddof=1))
+    assert (spread["min"], spread["max"]) == (0.5, 1.0)
+    assert group_metrics(y_true, y_pred, [""] * 8) is None
+
+
+def test_predict_applies_the_models_own_temperature_only(saved_digits_model):
+    pixels = np.random.default_rng(1).integers(0, 256, (6, 8, 8, 3)).astype(np.uint8)
+    columns = [f"prob_class_{i}" for i in range(10)]
+    raw = predict(saved_digits_model, pixels)
+    assert raw.attrs["temperature"] is None
+    save_calibration(saved_digits_model, 0.25, fitted_on="val")
+    calibrated = predict(saved_digits_model, pixels)
+    assert calibrated.attrs["temperature"] == 0.25
+    np.testing.assert_allclose(
+        calibrated[columns].to_numpy(),
+        apply_temperature(raw[columns].to_numpy(), 0.25),
+        atol=1e-6,
+    )
+    assert np.allclose(predict(saved_digits_model, pixels, calibrate=False)[columns], raw[columns])
+    # A temperature fitted to another version of the file is never applied.
+    record = read_json(calibration_path(saved_digits_model))
+    write_json(calibration_path(saved_digits_model), {**record, "model_sha1": "0" * 40})
+    with pytest.warns(UserWarning, match="fitted to another version.*not applied"):
+        stale = predict(saved_digits_model, pixels)
+    assert stale.attrs["temperature"] is None
+    assert np.allclose(stale[columns], raw[columns])
 
 
 def test_evaluate_missing_model_is_a_clear_error(cfg):

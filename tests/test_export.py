@@ -13,7 +13,9 @@ import pytest
 from transferlab.cli import main
 from transferlab.data import resize_pixels
 from transferlab.evaluation import export_model
+from transferlab.evaluation.calibration import save_calibration
 from transferlab.evaluation.export import resize_images
+from transferlab.experiments.stats import apply_temperature
 from transferlab.models import build_model
 from transferlab.runs import best_model_path, write_json
 from transferlab.training.optim import compile_model, make_optimizer
@@ -112,11 +114,16 @@ def test_exported_models_serve_uint8_images_in_a_process_without_transferlab(tmp
         "fusion": (side_cfg(tmp_path / "fusion", "fusion"), STATS, None),
     }
     expected = {}
+    # The fusion model has a temperature fitted to it (make evaluate, eval.calibrate=true).
+    temperatures = {"image": None, "fusion": 2.0}
     for name, (cfg, stats, class_names) in models.items():
         model = build_model(cfg, num_classes=3, input_size=12, metadata_stats=stats)
         source = save_best(cfg, model, class_names)
+        temperature = temperatures[name]
+        if temperature:
+            save_calibration(source, temperature, fitted_on="val")
         result = export_model(cfg)
-        assert result.source == source
+        assert result.source == source and result.temperature == temperature
         if name == "image":
             # A second export replaces the first whole and leaves nothing beside it.
             (result.path / "stale.txt").write_text("from the earlier export")
@@ -134,10 +141,14 @@ def test_exported_models_serve_uint8_images_in_a_process_without_transferlab(tmp
             **{f"at_size/{k}": v for k, v in at_size.items()},
             **{f"larger/{k}": v for k, v in larger.items()},
         )
-        expected[f"{name}/at_size"] = model.predict(keras_inputs(at_size), verbose=0)
         resized = {**larger, "image": resize_images(larger["image"], 12).numpy()}
-        expected[f"{name}/larger"] = model.predict(keras_inputs(resized), verbose=0)
+        for batch, inputs in {"at_size": at_size, "larger": resized}.items():
+            probabilities = model.predict(keras_inputs(inputs), verbose=0)
+            if temperature:
+                probabilities = apply_temperature(probabilities, temperature)
+            expected[f"{name}/{batch}"] = probabilities
         record = json.loads((result.run_dir / "export.json").read_text())
+        assert record["temperature"] == temperature
         assert record["inputs"]["image"] == {"shape": [None, None, None, 3], "dtype": "uint8"}
         assert set(record["inputs"]) == {"image"} | set(at_size)
 

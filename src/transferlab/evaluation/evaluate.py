@@ -4,6 +4,12 @@
 predictions.csv, metrics.json and figures/. It reads the split exactly as training's
 validation pass did (same reader, size and batches), so on the validation split it
 reproduces the best epoch's val_accuracy and val_loss.
+
+metrics.json holds each headline metric's interval (``intervals``: Wilson for accuracy,
+a seeded stratified bootstrap for macro-F1, balanced accuracy and ROC AUC), the
+expected calibration error, and with a group column each group's accuracy. With
+``eval.calibrate=true`` it also fits temperature scaling on the val split, reports
+ECE before and after, and saves the temperature beside the model for predict and export.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from sklearn import metrics as skm
 from transferlab.config import Config
 from transferlab.config.schema import did_you_mean
 from transferlab.data import SPLIT_NAMES, DataError, ImageDataset, load_dataset, prepare_splits
+from transferlab.evaluation.calibration import save_calibration
 from transferlab.evaluation.figures import (
     plot_confusion_matrix,
     plot_image_grid,
+    plot_reliability,
     plot_roc_curves,
     short,
 )
@@ -36,9 +44,17 @@ from transferlab.evaluation.metrics import (
     compute_metrics,
     confident_mistakes,
     cross_entropy,
+    group_metrics,
+    interval_metrics,
     predictions_table,
 )
 from transferlab.evaluation.tta import tta_probabilities
+from transferlab.experiments.stats import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    format_interval,
+)
 from transferlab.models import load_model
 from transferlab.runs import new_run_dir, write_json, write_text
 from transferlab.runs.tracking import check_tracking, track_run
@@ -56,9 +72,23 @@ class EvalResult:
 
     def __str__(self) -> str:
         m = self.metrics
+        intervals = m.get("intervals", {})
+
+        def shown(key: str) -> str:
+            bounds = intervals.get(key, {})
+            return format_interval(m[key], bounds.get("low"), bounds.get("high"))
+
+        calibrated = ""
+        if "calibration" in m:
+            c = m["calibration"]
+            calibrated = (
+                f", temperature {c['temperature']:.3f} (ECE {c['ece_before']:.4f} -> "
+                f"{c['ece_after']:.4f})"
+            )
         return (
-            f"{m['split']} accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
-            f"on {m['num_samples']} images; {self.run_dir}"
+            f"{m['split']} accuracy {shown('accuracy')}, macro-F1 {shown('macro_f1')} "
+            f"on {m['num_samples']} images, ECE {m.get('ece', float('nan')):.4f}{calibrated}; "
+            f"{self.run_dir}"
         )
 
 
@@ -71,7 +101,8 @@ def evaluate(
     model_path = Path(model_path) if model_path else default_model_path(cfg)
     model = load_model(model_path)
     dataset = load_dataset(cfg)
-    table = prepare_splits(cfg, dataset)[split]
+    splits = prepare_splits(cfg, dataset)
+    table = splits[split]
     if table.empty:
         raise DataError(f"the {split} split holds no images; check data.splits")
     batches = split_batches(model, cfg, dataset, table)
@@ -91,6 +122,15 @@ def evaluate(
         # As training computes val_loss (label smoothing included), so the two compare.
         loss=cross_entropy(y_true, probabilities, cfg.train.label_smoothing),
     )
+    e = cfg.eval
+    metrics.update(
+        interval_metrics(
+            y_true, probabilities, e.confidence, e.bootstrap, e.calibration_bins, cfg.seed
+        )
+    )
+    if "group" in table:
+        y_pred = probabilities.argmax(axis=1)
+        metrics.update(group_metrics(y_true, y_pred, table["group"], e.confidence) or {})
     if cfg.eval.tta > 0:
         tta = tta_probabilities(
             model, batches, len(table), cfg.eval.tta, cfg.seed, plain=probabilities
@@ -98,15 +138,62 @@ def evaluate(
         metrics["tta_passes"] = cfg.eval.tta
         metrics["tta_accuracy"] = float(skm.accuracy_score(y_true, tta.argmax(axis=1)))
 
+    calibrated, temperature = None, None
+    if e.calibrate:
+        val = probabilities if split == "val" else None
+        temperature = fit_on_val(model, cfg, dataset, splits["val"], val)
+        calibrated = apply_temperature(probabilities, temperature)
+        metrics["calibration"] = {
+            "temperature": temperature,
+            "ece_before": metrics["ece"],
+            "ece_after": expected_calibration_error(y_true, calibrated, e.calibration_bins),
+            "fitted_on": "val",
+            # Fitted and scored on the same images: the ECE after is optimistic.
+            "in_sample": split == "val",
+        }
+
     run_dir = new_run_dir(cfg.output_dir, cfg.experiment, "evaluate")
     cfg.save(run_dir / "config.json")
     predictions = predictions_table(table["sample_id"], y_true, probabilities, class_names)
     write_text(run_dir / "predictions.csv", predictions.to_csv(index=False))
+    if temperature is not None:
+        saved = save_calibration(
+            model_path,
+            temperature,
+            fitted_on="val",
+            val_images=len(splits["val"]),
+            run=run_dir.name,
+        )
+        metrics["calibration"]["file"] = str(saved)
     write_json(run_dir / "metrics.json", metrics)
-    size = metrics["input_size"]
-    figures = write_figures(run_dir / "figures", dataset, size, predictions, probabilities)
+    figures = write_figures(
+        run_dir / "figures",
+        dataset,
+        metrics["input_size"],
+        predictions,
+        probabilities,
+        bins=e.calibration_bins,
+        calibrated=calibrated,
+        temperature=temperature,
+    )
     track_run(cfg, run_dir, "evaluate")
     return EvalResult(run_dir, metrics, predictions, figures)
+
+
+def fit_on_val(model, cfg: Config, dataset: ImageDataset, val: pd.DataFrame, probabilities=None):
+    """Temperature scaling fitted on the val split, predicted as evaluation predicts.
+
+    ``probabilities``: val's, when the evaluated split is val and they are at hand.
+    """
+    if val.empty:
+        raise DataError(
+            "eval.calibrate=true fits a temperature on the val split, which holds no images; "
+            "give data.splits a val fraction, or set eval.calibrate=false"
+        )
+    if probabilities is None:
+        batches = split_batches(model, cfg, dataset, val)
+        probabilities = predict_dataset(model, batches, len(val), "calibrate on val")
+    return fit_temperature(val["label"].to_numpy(), probabilities)
 
 
 def check_split(split: str) -> str:
@@ -123,8 +210,15 @@ def write_figures(
     size: int,
     predictions: pd.DataFrame,
     probabilities: np.ndarray,
+    bins: int = 15,
+    calibrated: np.ndarray | None = None,
+    temperature: float | None = None,
 ) -> list[Path]:
-    """Confusion matrices, ROC curves and two galleries; only the shown images are read."""
+    """Confusion matrices, ROC curves, reliability and two galleries; only shown images are read.
+
+    ``calibrated``: the probabilities after temperature scaling, drawn in the reliability
+    diagram beside the model's own.
+    """
     y_true = predictions["true_label"].to_numpy()
     y_pred = predictions["predicted_label"].to_numpy()
     class_names = dataset.class_names
@@ -138,6 +232,9 @@ def write_figures(
             normalize="true",
         ),
         plot_roc_curves(y_true, probabilities, class_names, folder / "roc_curves.png"),
+        plot_reliability(
+            y_true, probabilities, folder / "reliability.png", bins, calibrated, temperature
+        ),
     ]
     # A fixed, evenly spaced sample keeps the grid the same on every re-run.
     shown = np.linspace(0, len(predictions) - 1, min(GRID_IMAGES, len(predictions))).astype(int)

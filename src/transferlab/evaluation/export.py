@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from transferlab.config import Config
+from transferlab.evaluation.calibration import load_temperature
 from transferlab.evaluation.inference import class_names_for, default_model_path
 from transferlab.models import load_model
 from transferlab.models.signature import input_size_of, side_names_of
@@ -36,9 +38,18 @@ class ExportResult:
     run_dir: Path  # outputs/runs/<ts>_<experiment>_export/ with export.json
     inputs: dict  # signature input name -> {"shape": [...], "dtype": "..."}
     class_names: list
+    temperature: float | None = None  # the calibration built into its probabilities
 
     def __str__(self) -> str:
-        return f"SavedModel {self.path} (from {self.source.name}), record in {self.run_dir}"
+        calibrated = (
+            f", calibrated with temperature {self.temperature:.3f}"
+            if self.temperature is not None
+            else ""
+        )
+        return (
+            f"SavedModel {self.path} (from {self.source.name}{calibrated}), "
+            f"record in {self.run_dir}"
+        )
 
 
 def export_path(cfg: Config) -> Path:
@@ -52,7 +63,8 @@ def export_model(cfg: Config, model_path: str | Path | None = None) -> ExportRes
     The signature ``serving_default`` (also callable as ``loaded.serve``) takes "image"
     (uint8, batch x height x width x 3) and, for fusion and ROI models, "metadata",
     "boxes" and "box_mask" as float32; it returns "probabilities" (batch x classes),
-    "class_index" (int64) and "class_name" (string).
+    "class_index" (int64) and "class_name" (string). A temperature that make evaluate
+    fitted to this model file (``eval.calibrate=true``) is built into the probabilities.
     """
     source = Path(model_path) if model_path else default_model_path(cfg)
     model = load_model(source)
@@ -66,7 +78,8 @@ def export_model(cfg: Config, model_path: str | Path | None = None) -> ExportRes
     class_names = class_names_for(source, cfg.output_dir, num_classes)
     specs = input_specs(model)
     path = export_path(cfg)
-    write_saved_model(model, size, class_names, specs, path)
+    temperature = load_temperature(source)
+    write_saved_model(model, size, class_names, specs, path, temperature)
 
     inputs = {
         name: {"shape": spec.shape.as_list(), "dtype": spec.dtype.name}
@@ -84,11 +97,12 @@ def export_model(cfg: Config, model_path: str | Path | None = None) -> ExportRes
             "outputs": ["probabilities", "class_index", "class_name"],
             "resized_to": size,
             "class_names": class_names,
+            "temperature": temperature,
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
         },
     )
-    return ExportResult(path, source, run_dir, inputs, class_names)
+    return ExportResult(path, source, run_dir, inputs, class_names, temperature)
 
 
 def input_specs(model: keras.Model) -> dict[str, tf.TensorSpec]:
@@ -120,9 +134,18 @@ def resize_images(images: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def write_saved_model(
-    model: keras.Model, size: int, class_names: list[str], specs: dict, path: Path
+    model: keras.Model,
+    size: int,
+    class_names: list[str],
+    specs: dict,
+    path: Path,
+    temperature: float | None = None,
 ) -> None:
-    """Trace the serving function and write it; an existing export is replaced whole."""
+    """Trace the serving function and write it; an existing export is replaced whole.
+
+    ``temperature``: probabilities become softmax(log p / T), as
+    ``experiments.stats.apply_temperature`` computes them.
+    """
     names = tf.constant(class_names)
 
     def serve(inputs: dict) -> dict:
@@ -130,6 +153,10 @@ def write_saved_model(
         side = {name: value for name, value in inputs.items() if name != "image"}
         probabilities = model({"image": pixels, **side} if side else pixels, training=False)
         probabilities = tf.cast(probabilities, tf.float32)
+        if temperature is not None:
+            tiny = float(np.finfo(np.float32).tiny)  # as apply_temperature: 0 stays finite
+            logits = tf.math.log(tf.maximum(probabilities, tiny))
+            probabilities = tf.nn.softmax(logits / temperature, axis=-1)
         index = tf.argmax(probabilities, axis=-1)
         return {
             "probabilities": probabilities,

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, auc, roc_curve
 
+from transferlab.experiments.stats import expected_calibration_error, reliability_bins
 from transferlab.runs import write_with
 
 # Above this many classes, per-cell values and per-class legends stop being readable.
@@ -87,6 +88,52 @@ def plot_roc_curves(
     ax.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1), ylim=(0, 1.02))
     ax.set_title("ROC curves (one vs rest)" if n > 2 else "ROC curve")
     ax.legend(loc="lower right", fontsize="small")
+    return save_figure(fig, path)
+
+
+def plot_reliability(
+    y_true,
+    probabilities: np.ndarray,
+    path: str | Path,
+    bins: int = 15,
+    calibrated: np.ndarray | None = None,
+    temperature: float | None = None,
+) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, and how many images each holds.
+
+    A calibrated model's bars sit on the diagonal; bars below it are over-confidence.
+    ``calibrated``: the same images' probabilities after temperature scaling, drawn beside.
+    """
+    fig = Figure(figsize=(6.5, 7))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    fig.subplots_adjust(hspace=0.08)
+    width = 1.0 / bins
+    curves = [("model", probabilities, "tab:blue")]
+    if calibrated is not None:
+        curves.append((f"temperature {temperature:.2f}", calibrated, "tab:orange"))
+    for offset, (name, probs, color) in enumerate(curves):
+        table = reliability_bins(y_true, probs, bins)
+        ece = expected_calibration_error(y_true, probs, bins)
+        # Side by side when there are two, so neither hides the other.
+        shift = (offset - (len(curves) - 1) / 2) * width / len(curves)
+        left = table["lower"] + width / 2 + shift
+        bar = width / len(curves)
+        used = table["count"] > 0
+        top.bar(
+            left[used],
+            table["accuracy"][used],
+            width=bar,
+            color=color,
+            alpha=0.8,
+            edgecolor="white",
+            label=f"{name} (ECE {ece:.3f})",
+        )
+        bottom.bar(left, table["count"], width=bar, color=color, alpha=0.8)
+    top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    top.set(ylabel="Accuracy", xlim=(0, 1), ylim=(0, 1))
+    top.set_title("Reliability diagram (top-label confidence)")
+    top.legend(loc="upper left", fontsize="small")
+    bottom.set(xlabel="Confidence", ylabel="Images")
     return save_figure(fig, path)
 
 

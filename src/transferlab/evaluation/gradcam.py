@@ -31,6 +31,7 @@ from transferlab.evaluation.inference import (
     split_batches,
 )
 from transferlab.evaluation.metrics import confident_mistakes, predictions_table
+from transferlab.experiments.stats import apply_temperature
 from transferlab.models import get_backbone, load_model
 from transferlab.models.signature import assemble_inputs, side_names_of
 from transferlab.runs import find_runs, new_run_dir, read_json, write_json
@@ -427,10 +428,11 @@ class GridMaker:
             cell=1.6,
         )
 
-    def named(self, images, class_names: list[str]) -> Path:
+    def named(self, images, class_names: list[str], temperature: float | None = None) -> Path:
         """Overlays on the user's own images (paths or arrays), read as ``predict`` reads them.
 
-        Needs no dataset: the predict stage draws new photos with it.
+        Needs no dataset: the predict stage draws new photos with it. ``temperature``:
+        the calibration predict applied, so the titles show the same confidences.
         """
         names, items = list_sources(images)
         pixels = np.stack(
@@ -438,6 +440,8 @@ class GridMaker:
         )
         overlays, _ = gradcam_overlays(self.model, pixels, self.layer_name, display=self.display)
         probabilities = np.asarray(self.model.predict_on_batch(pixels))
+        if temperature is not None:
+            probabilities = apply_temperature(probabilities, temperature)
         shown, titles = [], []
         for name, original, overlay, p in zip(names, pixels, overlays, probabilities, strict=True):
             shown.append(side_by_side(upscale(original, self.display), overlay))

@@ -17,7 +17,9 @@ from transferlab.config import Config
 from transferlab.data import IMAGE_SUFFIXES, DataError, ImageDataset, read_image, resize_pixels
 from transferlab.data.pipeline import input_size_for, make_tf_dataset
 from transferlab.data.splits import write_skipped
+from transferlab.evaluation.calibration import load_temperature
 from transferlab.evaluation.metrics import predictions_table
+from transferlab.experiments.stats import apply_temperature
 from transferlab.models import load_model
 from transferlab.models.signature import (
     assemble_inputs,
@@ -89,6 +91,7 @@ def predict(
     output_dir: str | Path = "outputs",
     batch_size: int = 64,
     side_inputs: dict | None = None,
+    calibrate: bool = True,
 ) -> pd.DataFrame:
     """Labels and probabilities for new images of any size or mode, read batch by batch.
 
@@ -103,6 +106,11 @@ def predict(
     ``{"metadata": (N, columns), "boxes": (N, max_boxes, 4) relative x, y, w, h}``
     (``box_mask`` optional). Class names default to those in the summary.json of the
     run that saved the model (searched under ``output_dir``).
+
+    ``calibrate``: apply the temperature that ``make evaluate SET='eval.calibrate=true'``
+    saved beside the model (``<model file>.calibration.json``), if it was fitted to this
+    very file; a stale one is ignored with a warning. The temperature applied (or None)
+    is in ``table.attrs["temperature"]``.
     """
     model = load_model(model_path)
     size = input_size_of(model)
@@ -139,6 +147,9 @@ def predict(
     if not parts:
         raise DataError(f"none of the {len(items)} image(s) could be read; see the warning")
     probabilities = np.concatenate(parts)
+    temperature = load_temperature(model_path) if calibrate else None
+    if temperature is not None:
+        probabilities = apply_temperature(probabilities, temperature)
     num_classes = probabilities.shape[1]
     class_names = class_names or class_names_for(model_path, output_dir, num_classes)
     if len(class_names) != num_classes:
@@ -147,6 +158,7 @@ def predict(
         )
     table = predictions_table([names[i] for i in kept], None, probabilities, class_names)
     table.attrs["skipped"] = skipped
+    table.attrs["temperature"] = temperature
     if output_csv:
         write_text(output_csv, table.to_csv(index=False))
         write_skipped(Path(output_csv).with_name(Path(output_csv).stem + "_skipped.csv"), skipped)

@@ -1,4 +1,5 @@
-"""Metrics of a set of predictions: scikit-learn's, plus the table every stage writes."""
+"""Metrics of a set of predictions: scikit-learn's, their intervals, calibration and
+per-group accuracy, plus the table every stage writes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+
+from transferlab.experiments.stats import (
+    expected_calibration_error,
+    metric_intervals,
+    wilson_interval,
+)
 
 
 def compute_metrics(
@@ -72,6 +79,51 @@ def roc_auc(y_true: np.ndarray, probabilities: np.ndarray, n: int) -> float | No
             y_true, probabilities, multi_class="ovr", average="macro", labels=list(range(n))
         )
     )
+
+
+def interval_metrics(
+    y_true, probabilities: np.ndarray, confidence: float, resamples: int, bins: int, seed: int
+) -> dict[str, Any]:
+    """metrics.json's intervals (Wilson, stratified bootstrap) and expected calibration error."""
+    return {
+        "intervals": metric_intervals(y_true, probabilities, confidence, resamples, seed),
+        "confidence": confidence,
+        "bootstrap_resamples": resamples,
+        "ece": expected_calibration_error(y_true, probabilities, bins),
+        "calibration_bins": bins,
+    }
+
+
+def group_metrics(y_true, y_pred, groups, confidence: float = 0.95) -> dict[str, Any] | None:
+    """Each group's (subject's) n and accuracy with its Wilson interval, and their spread.
+
+    Images without a group are left out of both. None when no image has a group.
+    """
+    groups = np.asarray(groups, dtype=str)
+    named = groups != ""
+    if not named.any():
+        return None
+    correct = np.asarray(y_true)[named] == np.asarray(y_pred)[named]
+    per_group = {}
+    for group in np.unique(groups[named]):
+        hits = correct[groups[named] == group]
+        low, high = wilson_interval(int(hits.sum()), len(hits), confidence)
+        per_group[str(group)] = {
+            "n": int(len(hits)),
+            "accuracy": float(hits.mean()),
+            "low": low,
+            "high": high,
+        }
+    accuracies = np.array([g["accuracy"] for g in per_group.values()])
+    spread = {
+        "groups": len(accuracies),
+        "mean": float(accuracies.mean()),
+        # Across subjects, as a sample of the subjects one might meet (n - 1).
+        "std": float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0,
+        "min": float(accuracies.min()),
+        "max": float(accuracies.max()),
+    }
+    return {"per_group": per_group, "group_spread": spread}
 
 
 def most_confused(matrix: np.ndarray, class_names: list[str], top: int = 5) -> list[dict[str, Any]]:

@@ -30,10 +30,17 @@ class PredictResult:
     predictions: pd.DataFrame
     skipped: list[dict]
     page: Path
+    temperature: float | None = None
 
     def __str__(self) -> str:
+        calibrated = (
+            f" (probabilities calibrated, temperature {self.temperature:.3f})"
+            if self.temperature is not None
+            else ""
+        )
         return (
-            f"{len(self.predictions)} photo(s) classified, {len(self.skipped)} skipped; {self.page}"
+            f"{len(self.predictions)} photo(s) classified{calibrated}, "
+            f"{len(self.skipped)} skipped; {self.page}"
         )
 
 
@@ -57,6 +64,7 @@ def predict_images(cfg: Config, model_path: str | Path | None = None) -> Predict
         )
     table = predict(model_path, source, output_dir=cfg.output_dir, batch_size=cfg.train.batch_size)
     skipped = table.attrs["skipped"]
+    temperature = table.attrs["temperature"]
     class_names = [c.removeprefix("prob_") for c in table.columns if c.startswith("prob_")]
     top = top_k_table(table, class_names, min(cfg.predict.top_k, len(class_names)))
 
@@ -69,7 +77,7 @@ def predict_images(cfg: Config, model_path: str | Path | None = None) -> Predict
     if shown:
         layer = cfg.eval.gradcam_layer or default_layer_name(model, cfg.model.backbone)
         grid = GridMaker(model, None, input_size_of(model), layer, run_dir / "figures")
-        figure = grid.named(shown, class_names)
+        figure = grid.named(shown, class_names, temperature)
     summary = {
         "model_path": str(model_path),
         "data": str(source),
@@ -77,10 +85,13 @@ def predict_images(cfg: Config, model_path: str | Path | None = None) -> Predict
         "num_skipped": len(skipped),
         "top_k": cfg.predict.top_k,
         "class_counts": top["predicted_class"].value_counts().to_dict(),
+        # Set when a temperature fitted to this model file (make evaluate with
+        # eval.calibrate=true) scaled the probabilities.
+        "temperature": temperature,
     }
     write_json(run_dir / "summary.json", summary)
     page = write_page(run_dir, top, skipped, figure, summary)
-    return PredictResult(run_dir, top, skipped, page)
+    return PredictResult(run_dir, top, skipped, page, temperature)
 
 
 def top_k_table(table: pd.DataFrame, class_names: list[str], k: int) -> pd.DataFrame:
@@ -112,6 +123,12 @@ def write_page(run_dir: Path, top, skipped, figure, summary) -> Path:
     ]
     counts = ", ".join(f"{name} {count}" for name, count in summary["class_counts"].items())
     lines += [f"Predicted classes: {counts}.", ""]
+    if summary["temperature"] is not None:
+        lines += [
+            f"Probabilities are calibrated: temperature {summary['temperature']:.3f}, "
+            "fitted on the validation split by make evaluate.",
+            "",
+        ]
     if figure is not None:
         lines += [f"![Grad-CAM of the first photos]({figure.relative_to(run_dir)})", ""]
     ranks = range(1, sum(c.startswith("class_") for c in top.columns) + 1)
