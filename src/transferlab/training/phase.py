@@ -69,7 +69,6 @@ from transferlab.training.state import (
     save_state,
 )
 from transferlab.training.val_predictions import write_val_predictions
-from transferlab.training.val_predictions import write_val_predictions
 
 
 class TrainingError(RuntimeError):
@@ -219,8 +218,6 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     if stop_reason != "interrupted" and is_chief():
         state.finished = True
         save_state(state, paths)
-        # Each validation image's prediction, for the report's paired phase 1 vs 2 test.
-        write_val_predictions(run_dir, paths, state, data.val, splits.val, dataset.class_names)
         # Each validation image's prediction, for the report's paired phase 1 vs 2 test.
         write_val_predictions(run_dir, paths, state, data.val, splits.val, dataset.class_names)
     facts = {
