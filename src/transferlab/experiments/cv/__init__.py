@@ -29,9 +29,9 @@ from transferlab.experiments.cv.scores import (
     fold_metrics_table,
     group_accuracy,
     mean_interval,
-    probability_columns,
     probability_matrix,
     score,
+    with_probabilities,
 )
 from transferlab.experiments.features import (
     FeatureTable,
@@ -102,8 +102,6 @@ def oof_table(
 ) -> pd.DataFrame:
     """One row per train + val image: who it is, its label, fold and probabilities."""
     labels = table.labels[rows]
-    predicted = probabilities.argmax(axis=1)
-    names = np.asarray(table.class_names)
     frame = pd.DataFrame(
         {
             "sample_id": table.sample_ids[rows].astype(str),
@@ -111,14 +109,11 @@ def oof_table(
             "split": table.splits[rows],
             "group": table.groups[rows],
             "label": labels,
-            "class_name": names[labels],
+            "class_name": np.asarray(table.class_names)[labels],
             "fold": folds,
-            "predicted": predicted,
-            "predicted_class": names[predicted],
         }
     )
-    columns = probability_columns(table.class_names)
-    return pd.concat([frame, pd.DataFrame(probabilities, columns=columns)], axis=1)
+    return with_probabilities(frame, probabilities, table.class_names)
 
 
 def sample_paths(cfg: Config, sample_ids: np.ndarray) -> list[str]:

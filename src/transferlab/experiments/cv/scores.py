@@ -95,6 +95,23 @@ def group_spread(groups: pd.DataFrame) -> dict:
     }
 
 
+def with_probabilities(
+    frame: pd.DataFrame, probabilities: np.ndarray, class_names: list[str]
+) -> pd.DataFrame:
+    """``frame`` (one row per image) with the predicted class and a prob_<class> column each."""
+    predicted = probabilities.argmax(axis=1)
+    columns = pd.DataFrame(probabilities, columns=probability_columns(class_names))
+    return pd.concat(
+        [
+            frame.reset_index(drop=True).assign(
+                predicted=predicted, predicted_class=np.asarray(class_names)[predicted]
+            ),
+            columns,
+        ],
+        axis=1,
+    )
+
+
 def probability_columns(class_names: list[str]) -> list[str]:
     return [f"prob_{name}" for name in class_names]
 
