@@ -121,6 +121,7 @@ def test_evaluate_numbers_and_intervals_become_metrics(tmp_path, store):
         "per_class": {"0": {"f1": 1.0}},
         "roc_auc": None,
         "split": "test",
+        "model_phase": "phase2",
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     run = MlflowClient(store).get_run(log_existing(run_dir))
@@ -134,6 +135,7 @@ def test_evaluate_numbers_and_intervals_become_metrics(tmp_path, store):
         "group_spread_range_high": 0.8,
     }
     assert run.data.tags["transferlab.kind"] == "evaluate"
+    assert run.data.tags["transferlab.phase"] == "phase2"
 
 
 def test_long_config_values_are_cut_to_a_param_mlflow_accepts(tmp_path, store):

@@ -241,9 +241,15 @@ def existing_run(client, uri: str, run_dir: Path):
     run_id = read_optional(run_dir / RECORD).get("runs", {}).get(uri)
     if not run_id:
         return None
+    from mlflow.exceptions import MlflowException
+
     try:
         run = client.get_run(run_id)
-    except Exception:  # deleted for good, or another store at the same URI
+    except MlflowException as err:
+        # Deleted for good, or a new store at the same URI: log a new run. Anything
+        # else (the store is down) must not: it would duplicate the run later.
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         return None
     return run if run.info.lifecycle_stage == "active" else None
 
@@ -277,7 +283,9 @@ def experiment_id_of(client, name: str, uri: str) -> str:
 
 
 def run_tags(run_dir: Path, kind: str, summary: dict) -> dict[str, str]:
-    phase = summary.get("phase") or (kind if kind.startswith("phase") else "")
+    # Training names its phase; evaluate names the phase of the model it scored.
+    scored = read_optional(run_dir / "metrics.json").get("model_phase")
+    phase = summary.get("phase") or scored or (kind if kind.startswith("phase") else "")
     tags = {
         "transferlab.kind": kind,
         "transferlab.phase": phase,
