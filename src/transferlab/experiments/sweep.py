@@ -34,6 +34,7 @@ from transferlab.experiments.features import (
 from transferlab.experiments.sweep_outputs import SweepResult, write_outputs
 from transferlab.progress import say
 from transferlab.runs import new_run_dir
+from transferlab.runs.tracking import check_tracking, track_run
 
 # The sweep never scores on the test split, so its features are not computed.
 SWEEP_SPLITS = ("train", "val")
@@ -61,6 +62,7 @@ class SweepError(ValueError):
 def run_sweep(cfg: Config) -> SweepResult:
     """The sweep stage: run the trials ``sweep.trials`` still lacks, then write the run folder."""
     started = time.perf_counter()
+    check_tracking(cfg)  # an unreachable MLflow store stops here, before any work
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name(cfg)
     url = storage_url(cfg, name)
@@ -86,7 +88,7 @@ def run_sweep(cfg: Config) -> SweepResult:
     result = write_outputs(
         cfg, load_study(url, name), run_dir, masked(url), remaining, time.perf_counter() - started
     )
-    # The run folder is complete here: tracking (tracking.mlflow) logs it from this point.
+    track_run(cfg, result.run_dir, "sweep")
     return result
 
 
