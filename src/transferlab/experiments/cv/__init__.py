@@ -41,6 +41,7 @@ from transferlab.experiments.features import (
 )
 from transferlab.progress import say
 from transferlab.runs import new_run_dir
+from transferlab.runs.tracking import check_tracking, track_run
 
 __all__ = ["CVError", "CVResult", "assign_folds", "cross_validate", "mean_interval"]
 
@@ -48,6 +49,7 @@ __all__ = ["CVError", "CVResult", "assign_folds", "cross_validate", "mean_interv
 def cross_validate(cfg: Config) -> CVResult:
     """K-fold cross-validation of phase 1's head on cached features (and phase 2, opt-in)."""
     started = time.perf_counter()
+    check_tracking(cfg)  # an unreachable MLflow store stops here, before any work
     table = backbone_features(cfg)
     rows = table.rows("train", "val")
     grouped = bool(cfg.data.group_column)
@@ -72,7 +74,7 @@ def cross_validate(cfg: Config) -> CVResult:
 
         result.phase2 = fine_tune_folds(cfg, oof, result.run_dir)
     result.figures = write_cv_files(cfg, result, time.perf_counter() - started)
-    # The run folder is complete here: tracking (MLflow) logs it after this line.
+    track_run(cfg, result.run_dir, "cv")
     return result
 
 
