@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +23,9 @@ from transferlab.experiments.stats import apply_temperature, wilson_interval
 from transferlab.runs import read_json, write_json
 
 from .tiny_model import build_tiny_model
+
+# The module, not the function the package exports under the same name.
+evaluate_module = importlib.import_module("transferlab.evaluation.evaluate")
 
 
 def in_memory(images: np.ndarray, class_names: list[str]) -> ImageDataset:
@@ -121,10 +126,19 @@ def saved_digits_model(cfg):
     return path
 
 
-def test_evaluate_writes_run_dir(cfg, saved_digits_model):
+def test_evaluate_writes_run_dir(cfg, saved_digits_model, monkeypatch):
     cfg.eval.tta = 1
     cfg.eval.calibrate = True
     cfg.eval.bootstrap = 200
+    # Digits has no group column: give the test split five subjects, as a CSV's would.
+    real_splits = evaluate_module.prepare_splits
+
+    def with_subjects(*args):
+        splits = real_splits(*args)
+        splits.test["group"] = [f"subject{i % 5}" for i in range(len(splits.test))]
+        return splits
+
+    monkeypatch.setattr(evaluate_module, "prepare_splits", with_subjects)
     result = evaluate(cfg)
     run = result.run_dir
     assert run.name.endswith("_demo_evaluate")
@@ -154,7 +168,13 @@ def test_evaluate_writes_run_dir(cfg, saved_digits_model):
     assert (intervals["accuracy"]["low"], intervals["accuracy"]["high"]) == pytest.approx(
         wilson_interval(correct, metrics["num_samples"])
     )
-    assert 0 <= metrics["ece"] <= 1 and "per_group" not in metrics  # digits has no groups
+    assert 0 <= metrics["ece"] <= 1
+    per_group = metrics["per_group"]
+    assert list(per_group) == [f"subject{i}" for i in range(5)]
+    assert sum(g["n"] for g in per_group.values()) == metrics["num_samples"]
+    in_subject0 = predictions.iloc[::5]
+    assert per_group["subject0"]["accuracy"] == pytest.approx(in_subject0["correct"].mean())
+    assert metrics["group_spread"]["groups"] == 5
 
     # Calibrated on val, scored on test, saved beside the model with its hash.
     calibration = metrics["calibration"]
