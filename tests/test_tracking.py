@@ -138,6 +138,31 @@ def test_evaluate_numbers_and_intervals_become_metrics(tmp_path, store):
     assert run.data.tags["transferlab.phase"] == "phase2"
 
 
+def test_sweep_trials_and_cv_folds_become_metric_history(tmp_path, store):
+    cfg, run_dir = fake_phase_run(tmp_path, store, "20250101-000005_demo_cv")
+    (run_dir / "metrics.csv").unlink()
+    (run_dir / "trials.csv").write_text(
+        "number,state,value,learning_rate,optimizer\n0,COMPLETE,0.5,0.01,adam\n1,PRUNED,,0.1,sgd\n"
+    )
+    cv = {
+        "per_fold": [{"fold": 0, "n": 5, "accuracy": 0.6}, {"fold": 1, "n": 5, "accuracy": 0.8}],
+        "mean": {"accuracy": {"mean": 0.7, "sd": 0.14, "low": 0.5, "high": 0.9}},
+    }
+    (run_dir / "cv.json").write_text(json.dumps(cv))
+    client = MlflowClient(store)
+    run_id = track_run(cfg, run_dir, "cv", strict=True)
+
+    def history(key):
+        return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+    assert history("trial_value") == [(0, 0.5)]
+    assert history("trial_learning_rate") == [(0, 0.01), (1, 0.1)]
+    assert history("fold_accuracy") == [(0, 0.6), (1, 0.8)]
+    metrics = client.get_run(run_id).data.metrics
+    assert (metrics["mean_accuracy"], metrics["mean_accuracy_low"]) == (0.7, 0.5)
+    assert "mean_accuracy_mean" not in metrics
+
+
 def test_long_config_values_are_cut_to_a_param_mlflow_accepts(tmp_path, store):
     cfg, run_dir = fake_phase_run(tmp_path, store, "20250101-000003_demo_phase1")
     config = json.loads((run_dir / "config.json").read_text())
