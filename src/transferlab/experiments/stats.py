@@ -198,7 +198,7 @@ class RankAUC:
         counts = counts.astype(np.int32)
         total = np.zeros(counts.shape[0])
         for positives, negatives, below, up_to in self.places:
-            seen = np.zeros((counts.shape[0], len(negatives) + 1), np.int64)
+            seen = np.zeros((counts.shape[0], len(negatives) + 1), np.int32)
             np.cumsum(counts[:, negatives], axis=1, out=seen[:, 1:])
             # Twice (negatives below + half the tied ones), per positive image.
             twice_wins = seen[:, below] + seen[:, up_to]
