@@ -26,7 +26,7 @@ import pandas as pd
 
 from transferlab.config import Config
 from transferlab.runs import read_json, write_with
-from transferlab.training.optim import compile_model, make_optimizer
+from transferlab.training.optim import make_optimizer
 
 SMOOTHING = 0.98  # fastai's: an exponential moving average over about 50 batches
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this many times the best
@@ -209,7 +209,13 @@ def find_phase_learning_rate(
     test_phase = copy.deepcopy(cfg.phase(phase))
     test_phase.learning_rate = settings.min_lr
     test_phase.schedule = "constant"
-    compile_model(model, cfg, make_optimizer(test_phase, cfg.train.clip_norm, 1))
+    # The training loss alone: the test reads nothing else, and resetting the accuracy and
+    # macro-F1 metrics every batch would cost more than the batch itself on cached features.
+    model.compile(
+        optimizer=make_optimizer(test_phase, cfg.train.clip_norm, 1),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
+        jit_compile=cfg.train.xla,
+    )
     rates = exponential_rates(settings.min_lr, settings.max_lr, settings.steps)
     seeds = [cfg.seed + i for i in range(settings.seeds)]
     return range_test(model, batches, rates, seeds, class_weight)
@@ -238,13 +244,16 @@ def plot_range_test(test: RangeTest, path: Path, title: str) -> Path:
         color="tab:red",
     )
     ax.set_xscale("log")
-    # The blow-up at the end would flatten the useful part: clip at twice the start.
-    top = max(float(test.median[0]), float(np.min(low))) * 2
-    ax.set_ylim(float(np.min(low)) * 0.9, top)
+    # The blow-up at the end would flatten the useful part: show up to the highest loss
+    # before the median's lowest point, with a margin.
+    bottom = float(np.min(low))
+    before_blow_up = float(np.max(high[: int(np.argmin(test.median)) + 1]))
+    margin = 0.15 * max(before_blow_up - bottom, 1e-3)
+    ax.set_ylim(bottom - margin, before_blow_up + margin)
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss (smoothed)")
     ax.set_title(title)
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower left")
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
