@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from statsmodels.stats.proportion import proportion_confint
 
 from transferlab.reports.checkpoint import write_day_checkpoint
 from transferlab.reports.training import write_training_report
@@ -263,6 +264,9 @@ def derived_values(run_files) -> set[float]:
     values |= {sum(counts.values()) for counts in run_files["balance"].values()}  # split sizes
     values |= {len(run_files["skipped"]), *run_files["skipped"]["reason"].value_counts()}
     values |= {0.701 - 0.662}  # phase 2's climb
+    # Wilson intervals: best val accuracy on the 45 validation images, test accuracy on 73.
+    for accuracy, images in ((0.644, 45), (0.701, 45), (0.6933, 73)):
+        values |= set(proportion_confint(round(accuracy * images), images, method="wilson"))
     values |= {2 * len(PHASE2)}  # "raise phase2.epochs (e.g. to 6)"
     return values
 
@@ -283,8 +287,12 @@ def test_day_checkpoint_holds_its_files_numbers_and_nothing_else(cfg, run_files)
     # ...and the numbers that matter are there.
     for expected in ("0.6440", "0.7010", "0.6933", "23593859", "6147", "23587712", "DEC-004"):
         assert expected in text, expected
-    assert "| Test accuracy (test) | — | 0.6933 |  |" in text
-    assert "| Best val accuracy | 0.6440 | 0.7010 | +0.0570 |" in text
+    # Each metric with its interval; the change marked untested (no per-image predictions).
+    assert "| Test accuracy (test) | — | 0.6933 [0.5856, 0.7918] |  |" in text
+    assert (
+        "| Best val accuracy | 0.6440 [0.4984, 0.7678] | 0.7010 [0.5663, 0.8227] | "
+        "+0.0570 (untested) |" in text
+    )
     assert "| Cat |" not in text and "| dog | 0.6087 | 0.5833 | 0.5957 | 24 |" in text
     assert "severe overfitting" in text and "0.1567 below the target 0.8500" in text
     assert "Add flip and 0.1 rotation augmentation" in text  # the journal's priorities
@@ -337,7 +345,7 @@ def test_day_checkpoint_tells_the_whole_day_in_order(cfg, run_files):
     assert "| not an image file (suffix .txt; use jpg, jpeg, png or bmp) | 2 |" in data
     assert "**Leakage audit:** clean" in data
     progress = section(text, "Progress since Sprint 2, Day 3")
-    assert "| Best val accuracy (phase1) | 0.5971 | 0.6440 | +0.0469 |" in progress
+    assert "| Best val accuracy (phase1) | 0.5971 | 0.6440 | +0.0469 (untested) |" in progress
     assert "| Best val accuracy (phase2) | — | 0.7010 | — |" in progress
     gradcam = section(text, "Grad-CAM")
     assert "Layer `conv5_block3_out`" in gradcam and "(73 images)" in gradcam
@@ -372,11 +380,25 @@ def test_progress_across_two_days(cfg, run_files):
     cfg.report.day = 2
     second = write_day_checkpoint(cfg).read_text()
     progress = section(second, "Progress since Sprint 3, Day 1")
-    assert "| Best val accuracy (phase2) | 0.7010 | 0.7310 | +0.0300 |" in progress
-    assert "| Best val accuracy (phase1) | 0.6440 | 0.6440 | 0.0000 |" in progress
+    assert "| Best val accuracy (phase2) | 0.7010 | 0.7310 | +0.0300 (untested) |" in progress
+    assert "| Best val accuracy (phase1) | 0.6440 | 0.6440 | 0.0000 (untested) |" in progress
+    # The same evaluate run both days: nothing to test.
+    assert "| Test accuracy (phase2) | 0.6933 | 0.6933 | 0.0000 (same run) |" in progress
 
 
-def test_fine_tuning_hurt_and_collapse_reach_the_checkpoint(cfg, run_files):
+def write_val_predictions(run: Path, right: range, images: int = 45) -> None:
+    """val_predictions.csv as training writes it: right on the images in ``right``."""
+    y = np.arange(images) % 3
+    predicted = np.where(np.isin(np.arange(images), right), y, (y + 1) % 3)
+    table = pd.DataFrame({"sample_id": [f"val{i}" for i in range(images)], "true_label": y})
+    table["predicted_label"] = predicted
+    table["correct"] = y == predicted
+    for i, name in enumerate(["cat", "dog", "owl"]):
+        table[f"prob_{name}"] = np.where(predicted == i, 0.8, 0.1)
+    table.to_csv(run / "val_predictions.csv", index=False)
+
+
+def test_a_small_drop_and_collapse_reach_the_checkpoint(cfg, run_files):
     runs = run_files["runs"]
     worse = PHASE2.assign(val_accuracy=[0.58, 0.6, 0.61])
     phase2 = runs / "20260301-111500_demo_phase2"
@@ -384,12 +406,23 @@ def test_fine_tuning_hurt_and_collapse_reach_the_checkpoint(cfg, run_files):
     s = summary("phase2", worse, 3, (1, 2)) | {"best_epoch": 0, "best_metrics": {}}
     s |= {"kept_phase1": True, "best_model_path": "models/demo_phase1_best.keras"}
     (phase2 / "summary.json").write_text(json.dumps(s))
+    # On the same 45 validation images phase 1 got 29 right, phase 2 27: they disagree on
+    # 4 (3 only phase 1 got right, 1 only phase 2), far too few to call a difference.
+    write_val_predictions(runs / "20260301-101500_demo_phase1", range(0, 29))
+    write_val_predictions(phase2, range(3, 30))
     predictions = pd.read_csv(runs / "20260301-121500_demo_evaluate" / "predictions.csv")
     predictions["predicted_class"] = ["owl"] * 70 + ["cat"] * 3
     predictions.to_csv(runs / "20260301-121500_demo_evaluate" / "predictions.csv", index=False)
     text = write_day_checkpoint(cfg).read_text()
-    assert "phase2: fine-tuning hurt: phase 2's best val_accuracy 0.6100 is below phase 1's" in text
-    assert "| Best val accuracy | 0.6440 | 0.6100 | -0.0340 |" in text  # its own best row
+    assert "fine-tuning hurt" not in text
+    assert (
+        "phase2: phase 2's best val_accuracy 0.6100 is below phase 1's 0.6440 (-0.0340), but "
+        "the paired test finds no difference in accuracy detectable on 45 images (p = 0.625; "
+        "about " in text
+    )
+    assert "| Best val accuracy | 0.6440 [0.4984, 0.7678] | 0.6100 [" in text  # its own best row
+    assert "| -0.0444 [" in text and "], p = 0.625 |" in text  # the paired change
+    assert "- Phase 2 − phase 1 (same validation images): no difference in accuracy" in text
     assert "evaluate (test): predictions collapse onto owl: 70 of 73 test images" in text
     # Phase 2 wrote no model of its own: the report names none.
     assert "| Best model (phase2) | none: phase 1's model stays the best |" in text

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from transferlab.experiments.paired import compare_predictions
 from transferlab.reports.rules import (
     RunInfo,
     check_class_balance,
@@ -250,6 +251,17 @@ def test_validation_above_training_is_a_note_not_a_problem():
     assert "val_above_train" not in turns.rules
 
 
+def phase_test(phase1_right: int, phase2_right: int, images: int, shift: int = 0) -> dict:
+    """Paired test: phase 1 right on the first images, phase 2 on as many from ``shift``."""
+    y = np.arange(images) % 3
+    probs = {}
+    for name, start, right in (("phase 1", 0, phase1_right), ("phase 2", shift, phase2_right)):
+        index = np.arange(images)
+        predicted = np.where((index >= start) & (index < start + right), y, (y + 1) % 3)
+        probs[name] = np.eye(3)[predicted]
+    return compare_predictions(y, probs["phase 1"], probs["phase 2"], names=("phase 1", "phase 2"))
+
+
 def test_fine_tuning_hurt():
     phase2 = history([0.70, 0.74, 0.75, 0.745, 0.748, 0.744])
     info = RunInfo(
@@ -259,12 +271,15 @@ def test_fine_tuning_hurt():
         learning_rate=0.001,
         unfreeze_from="conv4",
         kept_phase1=True,
+        # The same 1,000 validation images: phase 1 right on 800, phase 2 on 750 of them.
+        phase1_test=phase_test(800, 750, 1000),
     )
     d = diagnose(phase2, info)
     assert d.verdict == "fine-tuning hurt"
     assert "phase 2's best val_accuracy 0.7500 is below phase 1's 0.8000 (-0.0500)" in (
         d.headline.message
     )
+    assert "phase 1 is better than phase 2 in accuracy by 5.0 points [" in d.headline.message
     assert "phase 1's model stays the experiment's best" in d.headline.message
     assert "phase2.learning_rate, now 0.0010" in d.headline.action
     assert "now conv4" in d.headline.action
@@ -273,6 +288,30 @@ def test_fine_tuning_hurt():
     # Phase 1's own history is never measured against itself.
     assert (
         "fine_tuning_hurt" not in diagnose(phase2, RunInfo(phase="phase1", phase1_best=0.8)).rules
+    )
+
+
+def test_a_drop_the_paired_test_cannot_detect_is_no_verdict():
+    # 2.6 points on 270 validation images (as make demo once reported as "fine-tuning hurt").
+    phase2 = history([0.70, 0.74, 0.7474, 0.745, 0.746, 0.744])
+    info = RunInfo(
+        phase="phase2",
+        phase1_best=0.7733,
+        stop_reason="early_stopping",
+        # They disagree on 33 images: 20 only phase 1 got right, 13 only phase 2.
+        phase1_test=phase_test(209, 202, 270, shift=20),
+    )
+    d = diagnose(phase2, info)
+    assert d.verdict != "fine-tuning hurt" and "fine_tuning_hurt" not in d.rules
+    note = finding(d, "fine_tuning_no_change")
+    assert note.severity == "info"
+    assert "no difference in accuracy detectable on 270 images (p = " in note.message
+    assert "would be needed to detect 2.6 points" in note.message
+    # No per-image predictions: the drop is shown as untested, not as a verdict.
+    untested = diagnose(phase2, RunInfo(phase="phase2", phase1_best=0.7733))
+    assert "fine_tuning_hurt" not in untested.rules
+    assert "untested (no per-image validation predictions)" in (
+        finding(untested, "fine_tuning_untested").message
     )
 
 

@@ -26,6 +26,7 @@ from transferlab.reports.results import (
     key_values,
     model_summary,
     per_class_table,
+    prediction_files,
     progress_table,
     write_snapshot,
 )
@@ -144,7 +145,8 @@ def write_day_checkpoint(
     diagnoses = phase_diagnoses(runs, phases)
     values = key_values(runs, phases, test_phase)
     earlier = earlier_snapshot(out, cfg.experiment, rc.sprint, rc.day)
-    write_snapshot(files, cfg.experiment, rc.sprint, rc.day, values)
+    predictions = prediction_files(runs, phases, test_phase)
+    write_snapshot(files, cfg.experiment, rc.sprint, rc.day, values, predictions)
 
     sections = [
         f"# {rc.project} — Sprint {rc.sprint}, Day {rc.day} checkpoint",
@@ -170,7 +172,7 @@ def write_day_checkpoint(
         sections += [
             f"## Progress since Sprint {earlier['sprint']}, Day {earlier['day']}",
             "",
-            progress_table(earlier, values),
+            progress_table(earlier, values, predictions, paired_settings(cfg)),
             "",
         ]
     modes = mode_runs(cfg)
@@ -219,6 +221,16 @@ def write_day_checkpoint(
         "",
     ]
     return write_text(out / f"{stem}.md", "\n".join(sections))
+
+
+def paired_settings(cfg: Config) -> dict[str, Any]:
+    """How the report's paired tests run: compare.alpha, eval's confidence and resamples."""
+    return {
+        "alpha": cfg.compare.alpha,
+        "confidence": cfg.eval.confidence,
+        "resamples": cfg.eval.bootstrap,
+        "seed": cfg.seed,
+    }
 
 
 def phase_evaluated(evaluation: RunFiles, runs: dict[str, RunFiles]) -> str | None:

@@ -9,6 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from transferlab.reports.changes import (
+    accuracy_interval,
+    change_cell,
+    evaluate_accuracy_interval,
+    paired_test,
+    phase_change,
+    read_predictions,
+    verdicts,
+    with_interval,
+)
 from transferlab.reports.markdown import num, seconds, table
 from transferlab.reports.rules import finite, monitored
 from transferlab.reports.runfiles import PHASES, RunFiles
@@ -60,15 +70,39 @@ def key_values(runs: dict[str, RunFiles], phases, test_phase) -> dict[str, dict[
 
 
 def key_results(runs, phases, test_phase, values) -> str:
-    """Per phase, with phase 2's change over phase 1 when both ran."""
+    """Per phase with intervals, and phase 2's change over phase 1, tested image by image.
+
+    Validation accuracy gets a Wilson interval on the validation split's size, test
+    accuracy evaluate's interval; the change is a paired test on the same validation
+    images (phase 1's and phase 2's val_predictions.csv), or marked untested.
+    """
     evaluation = runs.get("evaluate")
     both = len(phases) == 2
+    tests = {}
+    if both:
+        change = phase_change(runs["phase2"])
+        tests = {"val_accuracy": change, "val_macro_f1": change}
+
+    def shown(key: str, phase: str):
+        value = values[key].get(phase)
+        if value is None:
+            return "—"
+        if key == "val_accuracy":
+            return with_interval(
+                value, accuracy_interval(value, runs[phase].summary.get("val_size"))
+            )
+        if key == "test_accuracy":
+            return with_interval(value, evaluate_accuracy_interval(evaluation))
+        return value
 
     def compared(key: str, label: str) -> list:
-        row = [label, *(values[key].get(p, "—") for p in phases)]
+        row = [label, *(shown(key, p) for p in phases)]
         if both:
             before, after = (values[key].get(p) for p in PHASES)
-            row.append(signed(after - before) if before is not None and after is not None else "")
+            difference = after - before if before is not None and after is not None else None
+            row.append(
+                change_cell(difference, tests.get(key), key) if difference is not None else ""
+            )
         return row
 
     def plain(label: str, cells: list) -> list:
@@ -84,17 +118,34 @@ def key_results(runs, phases, test_phase, values) -> str:
         plain("Best epoch", [runs[p].summary.get("best_epoch") for p in phases]),
         plain("Stop reason", [str(runs[p].summary.get("stop_reason", "—")) for p in phases]),
     ]
-    return table(["", *phases, *(["Change"] if both else [])], rows)
+    text = table(["", *phases, *(["Change"] if both else [])], rows)
+    label = "Phase 2 − phase 1 (same validation images)"
+    notes = verdicts([(label, key, test) for key, test in tests.items()])
+    return text + ("\n\n" + "\n".join(f"- {line}" for line in notes) if notes else "")
 
 
 # --- across days -----------------------------------------------------------------------
 
 
-def write_snapshot(folder: Path, experiment: str, sprint: int, day: int, values) -> Path:
-    return write_json(
-        folder / SNAPSHOT,
-        {"experiment": experiment, "sprint": sprint, "day": day, "results": values},
-    )
+def write_snapshot(
+    folder: Path, experiment: str, sprint: int, day: int, values, predictions=None
+) -> Path:
+    """Today's key results, and the per-image predictions behind them for tomorrow's tests."""
+    snapshot = {"experiment": experiment, "sprint": sprint, "day": day, "results": values}
+    snapshot["predictions"] = predictions or {}
+    return write_json(folder / SNAPSHOT, snapshot)
+
+
+def prediction_files(runs: dict[str, RunFiles], phases, test_phase) -> dict[str, dict[str, str]]:
+    """``{key: {phase: file}}``: the per-image predictions each key result was measured on."""
+    files: dict[str, dict[str, str]] = {key: {} for key in COMPARED}
+    for phase in phases:
+        path = runs[phase].path / "val_predictions.csv"
+        if path.is_file():
+            files["val_accuracy"][phase] = files["val_macro_f1"][phase] = str(path)
+    if test_phase and (runs["evaluate"].path / "predictions.csv").is_file():
+        files["test_accuracy"][test_phase] = str(runs["evaluate"].path / "predictions.csv")
+    return files
 
 
 def earlier_snapshot(report_dir: Path, experiment: str, sprint: int, day: int) -> dict | None:
@@ -108,19 +159,44 @@ def earlier_snapshot(report_dir: Path, experiment: str, sprint: int, day: int) -
     return max(earlier, key=lambda s: (s["sprint"], s["day"]), default=None)
 
 
-def progress_table(earlier: dict[str, Any], values: dict[str, dict[str, float]]) -> str:
-    """Each key result then and now, with its change."""
-    rows = []
+def progress_table(
+    earlier: dict[str, Any], values: dict[str, dict[str, float]], files=None, settings=None
+) -> str:
+    """Each key result then and now, with its change tested on the same images.
+
+    ``files``: today's ``prediction_files``; the earlier day's are in its snapshot. A
+    change is tested when both days' predictions exist and cover the same images.
+    """
+    rows, tests = [], []
+    then_files = earlier.get("predictions", {})
     for key, label in COMPARED.items():
         for phase in PHASES:
             before = earlier["results"].get(key, {}).get(phase)
             after = values[key].get(phase)
             if before is None and after is None:
                 continue
-            change = signed(after - before) if before is not None and after is not None else "—"
-            rows.append([f"{label} ({phase})", before, after, change])
+            name = f"{label} ({phase})"
+            test = day_test(then_files, files or {}, key, phase, settings or {})
+            if test is not None:
+                tests.append((name, key, test))
+            difference = after - before if before is not None and after is not None else None
+            rows.append([name, before, after, change_cell(difference, test, key)])
     then = f"Sprint {earlier['sprint']}, Day {earlier['day']}"
-    return table(["Key result", then, "Today", "Change"], rows)
+    text = table(["Key result", then, "Today", "Change"], rows)
+    notes = verdicts(tests)
+    return text + ("\n\n" + "\n".join(f"- {line}" for line in notes) if notes else "")
+
+
+def day_test(then_files, now_files, key: str, phase: str, settings) -> dict | None:
+    """The paired test of today's predictions against the earlier day's; None if untried."""
+    before, after = then_files.get(key, {}).get(phase), now_files.get(key, {}).get(phase)
+    if before is None and after is None:
+        return None
+    if before == after:
+        return {"same_run": True}  # the same run both days: nothing to test
+    return paired_test(
+        read_predictions(before), read_predictions(after), ("then", "today"), settings
+    )
 
 
 # --- other tables ----------------------------------------------------------------------

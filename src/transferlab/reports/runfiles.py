@@ -24,6 +24,8 @@ class RunFiles:
     history: pd.DataFrame | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     predictions: pd.DataFrame | None = None
+    # A training run's per-image validation predictions (val_predictions.csv).
+    val_predictions: pd.DataFrame | None = None
     figures: list[Path] = field(default_factory=list)
 
     @property
@@ -40,7 +42,8 @@ class RunFiles:
 def read_run(path: str | Path) -> RunFiles:
     """Read a run directory's files where present; list its figures/*.png.
 
-    summary.json, config.json, metrics.csv (the history), metrics.json, predictions.csv.
+    summary.json, config.json, metrics.csv (the history), metrics.json, predictions.csv,
+    val_predictions.csv.
     """
     path = Path(path)
     if not path.is_dir():
@@ -58,9 +61,21 @@ def read_run(path: str | Path) -> RunFiles:
         # Class names stay names: the digits' "0" to "9" are not numbers.
         names = {c: str for c in ("sample_id", "true_class", "predicted_class")}
         run.predictions = pd.read_csv(path / "predictions.csv", dtype=names)
+    if (path / "val_predictions.csv").is_file():
+        run.val_predictions = pd.read_csv(path / "val_predictions.csv", dtype={"sample_id": str})
     run.figures = sorted((path / "figures").glob("*.png"))
     if not (run.summary or run.metrics or run.history is not None):
         raise FileNotFoundError(
             f"{path} holds no summary.json, metrics.csv or metrics.json; is it a run directory?"
         )
     return run
+
+
+def earlier_run(path: Path, experiment: str, stage: str) -> Path | None:
+    """The newest ``stage`` run of ``experiment`` begun before the run at ``path``.
+
+    For a phase 2 run, the phase 1 run whose best model it was fine-tuned from.
+    """
+    found = sorted(p for p in path.parent.glob(f"*_{experiment}_{stage}") if p.is_dir())
+    earlier = [p for p in found if p.name < path.name]
+    return earlier[-1] if earlier else None

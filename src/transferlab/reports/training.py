@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from transferlab.reports.changes import phase_change
 from transferlab.reports.markdown import bullets, copy_figure, link, num, seconds, table
 from transferlab.reports.rules import Diagnosis, RunInfo, diagnose
 from transferlab.reports.runfiles import RunFiles, read_run
@@ -45,6 +46,9 @@ def run_diagnosis(run: RunFiles, phase1_best: float | None = None) -> Diagnosis:
     info = RunInfo.of(run.summary, run.config)
     if phase1_best is not None:
         info.phase1_best = phase1_best
+    if info.phase == "phase2":
+        # Whether phase 2 is really worse (or better) is tested image by image.
+        info.phase1_test = phase_change(run)
     return diagnose(run.history, info)
 
 

@@ -42,6 +42,9 @@ class RunInfo:
     # Phase 2 only: phase 1's best monitored value, and whether phase 1's model was kept.
     phase1_best: float | None = None
     kept_phase1: bool = False
+    # Phase 2 only: the paired test of phase 2 against phase 1 on the same validation
+    # images (experiments.paired.compare_predictions' result, or {"untested": why}).
+    phase1_test: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, summary: dict[str, Any], config: dict[str, Any] | None = None) -> RunInfo:

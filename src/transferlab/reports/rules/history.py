@@ -366,24 +366,56 @@ def check_phase2_against_phase1(history: pd.DataFrame, info: RunInfo) -> list[Fi
 def check_fine_tuning(
     phase1_best: float | None, phase2_best: float | None, column: str, info: RunInfo
 ) -> list[Finding]:
-    """Phase 2's best below phase 1's: fine-tuning made the model worse."""
+    """Phase 2's best below phase 1's: "fine-tuning hurt" only if a paired test says so.
+
+    ``info.phase1_test`` tests phase 2 against phase 1 image by image on the same
+    validation images; the verdict needs p < compare.alpha. A drop the test cannot tell
+    from noise, or one with no test, is reported as such, never as a verdict.
+    """
     if phase1_best is None or phase2_best is None or not phase2_best < phase1_best:
         return []
-    message = (
-        f"fine-tuning hurt: phase 2's best {column} {num(phase2_best)} is below phase 1's "
-        f"{num(phase1_best)} ({num(phase2_best - phase1_best)})"
+    drop = (
+        f"phase 2's best {column} {num(phase2_best)} is below phase 1's {num(phase1_best)} "
+        f"({num(phase2_best - phase1_best)})"
     )
-    if info.kept_phase1:
-        message += "; phase 1's model stays the experiment's best"
+    kept = "; phase 1's model stays the experiment's best" if info.kept_phase1 else ""
+    evidence = {"phase1_best": phase1_best, "phase2_best": phase2_best}
+    test = info.phase1_test
+    if not test or "untested" in test:
+        why = test["untested"] if test else "no per-image validation predictions"
+        return [
+            Finding(
+                "fine_tuning_untested",
+                "info",
+                f"{drop}{kept}; untested ({why}), so the drop may be noise",
+                "re-run both phases: training now writes val_predictions.csv, on which the "
+                "report tests phase 2 against phase 1 image by image",
+                evidence,
+            )
+        ]
+    part = test["macro_f1" if "f1" in column else "accuracy"]
+    evidence |= {"test": part}
+    if part["detectable"] and part["difference"] < 0:
+        return [
+            Finding(
+                "fine_tuning_hurt",
+                "warning",
+                f"fine-tuning hurt: {drop}; on the same validation images {part['verdict']}{kept}",
+                "fine-tune more gently: lower the learning rate "
+                f"({setting('phase2', 'learning_rate', info.learning_rate)}), unfreeze fewer "
+                f"stages ({setting('phase2', 'unfreeze_from', info.unfreeze_from)}), or add "
+                "augmentation",
+                evidence,
+            )
+        ]
     return [
         Finding(
-            "fine_tuning_hurt",
-            "warning",
-            message,
-            "fine-tune more gently: lower the learning rate "
-            f"({setting('phase2', 'learning_rate', info.learning_rate)}), unfreeze fewer stages "
-            f"({setting('phase2', 'unfreeze_from', info.unfreeze_from)}), or add augmentation",
-            {"phase1_best": phase1_best, "phase2_best": phase2_best},
+            "fine_tuning_no_change",
+            "info",
+            f"{drop}, but the paired test finds {part['verdict']}{kept}",
+            "to tell the phases apart, validate on more images (a larger validation split, "
+            "or cross-validation)",
+            evidence,
         )
     ]
 
