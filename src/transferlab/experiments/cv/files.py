@@ -180,11 +180,12 @@ def phase2_section(phase2: dict) -> list[str]:
 
 def plot_folds(per_fold: pd.DataFrame, summary: dict, path: Path) -> Path:
     """One panel per metric: a bar per fold, the mean as a line, its interval as a band."""
-    fig = Figure(figsize=(4 * len(LABELS), 3.4))
+    fig = Figure(figsize=(4 * len(LABELS), 3.6), layout="constrained")
     folds = per_fold["fold"].to_numpy() + 1
     for i, (metric, label) in enumerate(LABELS.items()):
         ax = fig.add_subplot(1, len(LABELS), i + 1)
-        ax.bar(folds, per_fold[metric], color="#8fb3d9", label="fold")
+        bars = ax.bar(folds, per_fold[metric], color="#8fb3d9", label="fold")
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
         s = summary[metric]
         ax.axhline(s["mean"], color="#1f4e79", label=f"mean {s['mean']:.3f}")
         ax.axhspan(s["low"], s["high"], color="#1f4e79", alpha=0.15, label="95% interval")
@@ -199,7 +200,7 @@ def plot_folds(per_fold: pd.DataFrame, summary: dict, path: Path) -> Path:
 
 def plot_groups(groups: pd.DataFrame, path: Path) -> Path:
     """Out-of-fold accuracy per group, sorted: the per-subject distribution."""
-    fig = Figure(figsize=(max(5, 0.25 * len(groups) + 2), 3.4))
+    fig = Figure(figsize=(max(5, 0.25 * len(groups) + 2), 3.6), layout="constrained")
     ax = fig.add_subplot()
     ax.bar(range(len(groups)), groups["accuracy"], color="#8fb3d9")
     ax.axhline(groups["accuracy"].mean(), color="#1f4e79", label="mean over groups")

@@ -69,8 +69,8 @@ def check_fold_count(
             + ", or leave the class out"
         )
     raise CVError(
-        f"cv.folds={k} is larger than class {name!r}'s number of {unit} in train + val "
-        f"({count}): every fold needs one of each class's {unit}, so the largest K allowed "
-        f"is {count}. Lower it (make cv K={count}), or add images of that class"
+        f"cv.folds={k} is too many: class {name!r} has only {count} {unit} in train + val, "
+        f"and every fold needs one of each class's {unit}, so the largest K allowed is "
+        f"{count}. Lower it (make cv K={count}), or add images of that class"
         + (" from more groups" if grouped else "")
     )
