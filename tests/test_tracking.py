@@ -218,9 +218,11 @@ def test_tracking_on_is_a_sqlite_file_under_output_dir(tmp_path, word):
     assert tracking_uri(load_config()) is None
 
 
-def test_a_folder_holds_a_sqlite_store(tmp_path):
-    cfg = load_config(None, {"tracking.mlflow": str(tmp_path / "mlruns")})
-    assert tracking_uri(cfg) == f"sqlite:///{(tmp_path / 'mlruns' / 'mlflow.db').as_posix()}"
+def test_a_folder_holds_a_sqlite_store_and_is_created(tmp_path):
+    cfg = load_config(None, {"tracking.mlflow": str(tmp_path / "new" / "mlruns")})
+    expected = f"sqlite:///{(tmp_path / 'new' / 'mlruns' / 'mlflow.db').as_posix()}"
+    assert tracking_uri(cfg) == check_tracking(cfg) == expected
+    assert (tmp_path / "new" / "mlruns").is_dir()
 
 
 def test_train_phase_logs_its_run_to_mlflow(tmp_path, store):

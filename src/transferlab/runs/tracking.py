@@ -47,6 +47,7 @@ from transferlab.runs.files import read_json, write_json
 RECORD = "mlflow_run.json"
 OFF_WORDS = ("", "off", "false", "no", "none")
 ON_WORDS = ("on", "true", "yes", "default")
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
 # Old tracking servers cap param values at 500 characters; the full config is an artifact.
 MAX_PARAM_CHARS = 500
@@ -94,7 +95,7 @@ def scheme_of(value: str) -> str | None:
 
 def local_store_uri(path: Path) -> str:
     """A ``.db`` file is a SQLite store; any other path is a folder holding mlflow.db."""
-    if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+    if path.suffix.lower() in SQLITE_SUFFIXES:
         return sqlite_uri(path)
     return sqlite_uri(path / "mlflow.db")
 
@@ -120,12 +121,36 @@ def check_tracking(cfg: Config) -> str | None:
         return None
     setting = f"tracking.mlflow={cfg.tracking.mlflow!r}"
     if uri.startswith("sqlite:"):
-        if str(cfg.tracking.mlflow).strip().lower() in ON_WORDS:
-            Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        if names_a_folder(cfg):
+            make_folder(sqlite_path(uri).parent, setting)
         check_sqlite(uri, setting)
     elif scheme_of(uri) in ("http", "https"):
         check_server(uri, setting)
     return uri
+
+
+def names_a_folder(cfg: Config) -> bool:
+    """``on`` or a folder: a store of our own making, created like output_dir is.
+
+    A SQLite file named outright (``x.db``, ``sqlite:///...``) must be in a folder that
+    exists, so a typo in its path is an error rather than a new folder somewhere.
+    """
+    value = str(cfg.tracking.mlflow).strip()
+    if value.lower() in ON_WORDS:
+        return True
+    scheme = scheme_of(value)
+    path = Path(urlparse(value).path if scheme == "file" else value)
+    return scheme in (None, "file") and path.suffix.lower() not in SQLITE_SUFFIXES
+
+
+def make_folder(folder: Path, setting: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrackingError(
+            f"{setting}: cannot create the tracking folder {folder} ({err.strerror}). "
+            "Point tracking.mlflow at a folder you can write, or tracking.mlflow=on"
+        ) from None
 
 
 def check_sqlite(uri: str, setting: str) -> None:
