@@ -14,6 +14,7 @@ ECE before and after, and saves the temperature beside the model for predict and
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from transferlab.evaluation.metrics import (
 )
 from transferlab.evaluation.tta import tta_probabilities
 from transferlab.experiments.stats import (
+    TEMPERATURE_BOUNDS,
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
@@ -193,7 +195,16 @@ def fit_on_val(model, cfg: Config, dataset: ImageDataset, val: pd.DataFrame, pro
     if probabilities is None:
         batches = split_batches(model, cfg, dataset, val)
         probabilities = predict_dataset(model, batches, len(val), "calibrate on val")
-    return fit_temperature(val["label"].to_numpy(), probabilities)
+    temperature = fit_temperature(val["label"].to_numpy(), probabilities)
+    if not TEMPERATURE_BOUNDS[0] * 1.01 < temperature < TEMPERATURE_BOUNDS[1] / 1.01:
+        warnings.warn(
+            f"the fitted temperature {temperature:.3g} is at the edge of the range searched "
+            f"{TEMPERATURE_BOUNDS}: on val the model's probabilities carry almost no "
+            "information (or are almost all exactly right). Check the model is trained "
+            "before relying on its calibrated probabilities",
+            stacklevel=2,
+        )
+    return temperature
 
 
 def check_split(split: str) -> str:
