@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import keras
@@ -10,10 +11,11 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from tests.conftest import ctrl_c_at_epoch, demo_config
+from tests.conftest import demo_config
 from transferlab.experiments.lr_finder import find_learning_rate
 from transferlab.training import lr_range, train_phase
 from transferlab.training.lr_range import exponential_rates, range_test, valley
+from transferlab.training.optim import make_optimizer
 
 # The cfg fixture's settings (tests/conftest.py), for module-scoped runs.
 TEST_SETTINGS = {"model.image_size": 32, "phase1.epochs": 1, "phase2.epochs": 1}
@@ -123,49 +125,59 @@ def test_lr_find_stage_writes_its_run(cfg):
 
 @pytest.fixture(scope="module")
 def auto_phase1(tmp_path_factory):
-    """Phase 1 with learning_rate=auto: stopped by Ctrl-C after epoch 1, then resumed with
-    the range test made to fail, so the resumed run can only reuse the recorded value."""
+    """Phase 1 (one epoch) with learning_rate=auto."""
     root = tmp_path_factory.mktemp("auto")
     cfg = demo_config(root, {**TEST_SETTINGS, **SMALL, "phase1.learning_rate": "auto"})
-    cfg.phase1.epochs, cfg.phase1.patience = 2, 0
-    with ctrl_c_at_epoch(2):
-        first = train_phase(cfg, "phase1")
-    recorded = json.loads((first.run_dir / "config.json").read_text())["phase1"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(lr_range, "find_phase_learning_rate", searched_again)
-        second = train_phase(cfg, "phase1")
-    return cfg, first, second, recorded["learning_rate"]
+    return cfg, train_phase(cfg, "phase1")
+
+
+def test_auto_learning_rate_is_found_and_recorded(auto_phase1):
+    cfg, result = auto_phase1
+    recorded = json.loads((result.run_dir / "config.json").read_text())["phase1"]["learning_rate"]
+    assert isinstance(recorded, float) and cfg.lr_find.min_lr < recorded < cfg.lr_find.max_lr
+    assert cfg.phase1.learning_rate == "auto"  # the caller's config is left as it was
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["learning_rate"] == recorded
+    assert summary["learning_rate_source"] == "lr_find"
+    # The epoch trained at the recorded rate.
+    metrics = pd.read_csv(result.run_dir / "metrics.csv")
+    np.testing.assert_allclose(metrics["learning_rate"], [recorded], rtol=1e-6)
+    assert (result.run_dir / "figures" / "lr_find.png").is_file()
+    assert len(pd.read_csv(result.run_dir / "lr_find.csv")) == SMALL["lr_find.steps"]
+
+
+def test_a_resumed_auto_run_reuses_its_recorded_rate(cfg, tmp_path, monkeypatch):
+    """What run_phase does on resume: the run folder's config.json already holds the number."""
+    cfg.phase2.learning_rate = "auto"
+    recorded = copy.deepcopy(cfg)
+    recorded.phase2.learning_rate = 3.2e-5
+    recorded.save(tmp_path / "config.json")
+    monkeypatch.setattr(lr_range, "find_phase_learning_rate", searched_again)
+    resolved, facts = lr_range.resolve_learning_rate(cfg, "phase2", tmp_path, None, None)
+    assert resolved.phase2.learning_rate == 3.2e-5 and cfg.phase2.learning_rate == "auto"
+    assert facts == {"learning_rate": 3.2e-5, "learning_rate_source": "lr_find"}
 
 
 def searched_again(*args, **kwargs):
     raise AssertionError("a resumed learning_rate=auto run searched again")
 
 
-def test_auto_learning_rate_is_found_recorded_and_reused(auto_phase1):
-    cfg, first, second, recorded = auto_phase1
-    assert first.stop_reason == "interrupted" and second.stop_reason == "completed"
-    assert second.run_dir == first.run_dir
-    assert isinstance(recorded, float) and cfg.lr_find.min_lr < recorded < cfg.lr_find.max_lr
-    assert cfg.phase1.learning_rate == "auto"  # the caller's config is left as it was
-    summary = json.loads((second.run_dir / "summary.json").read_text())
-    assert summary["learning_rate"] == recorded
-    assert summary["learning_rate_source"] == "lr_find"
-    # Both epochs, before and after the resume, trained at the recorded rate.
-    metrics = pd.read_csv(second.run_dir / "metrics.csv")
-    np.testing.assert_allclose(metrics["learning_rate"], [recorded, recorded], rtol=1e-6)
-    assert (second.run_dir / "figures" / "lr_find.png").is_file()
-    assert len(pd.read_csv(second.run_dir / "lr_find.csv")) == SMALL["lr_find.steps"]
+def test_a_set_learning_rate_is_recorded_as_set(cfg, tmp_path):
+    resolved, facts = lr_range.resolve_learning_rate(cfg, "phase1", tmp_path, None, None)
+    assert resolved is cfg
+    assert facts == {"learning_rate": cfg.phase1.learning_rate, "learning_rate_source": "config"}
 
 
-def test_a_set_learning_rate_is_recorded_as_set(cfg):
-    cfg = shrink(cfg, phase1__learning_rate=0.002)
-    summary = train_phase(cfg, "phase1").summary
-    assert summary["learning_rate"] == 0.002
-    assert summary["learning_rate_source"] == "config"
+def test_an_unresolved_auto_rate_makes_no_optimizer(cfg):
+    cfg.phase1.learning_rate = "auto"
+    with pytest.raises(ValueError, match="lr-find"):
+        make_optimizer(cfg.phase1, None, 10)
 
 
+@pytest.mark.slow  # ~20 s: loads phase 1's model and traces the full model's training step
 def test_lr_find_stage_for_phase2_starts_from_phase1s_best(auto_phase1):
-    cfg, *_ = auto_phase1
+    cfg, _ = auto_phase1
+    cfg = copy.deepcopy(cfg)
     cfg.lr_find.phase, cfg.lr_find.steps, cfg.lr_find.seeds = "phase2", 10, 1
     result = find_learning_rate(cfg)
     assert "suggested phase2.learning_rate" in str(result)
