@@ -282,7 +282,14 @@ def verdict(
         return sentence + "; the two score the same)"
     if needed is None:
         return sentence + ")"
-    return sentence + f"; about {needed:,} would be needed to detect {points(abs(diff))} points)"
+    return sentence + (
+        f"; about {two_figures(needed):,} would be needed to detect {points(abs(diff))} points)"
+    )
+
+
+def two_figures(count: int) -> int:
+    """4,501 -> 4,500: an approximate sample size shown without false precision."""
+    return count if count < 100 else int(round(count, 2 - len(str(count))))
 
 
 def compare_predictions(
