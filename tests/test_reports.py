@@ -369,6 +369,7 @@ def test_priorities_come_from_the_verdicts_without_a_journal(cfg, run_files):
 def test_progress_across_two_days(cfg, run_files):
     cfg.report.journal = None
     cfg.report.sprint, cfg.report.day = 3, 1
+    write_val_predictions(run_files["runs"] / "20260301-111500_demo_phase2", range(0, 30))
     first = write_day_checkpoint(cfg).read_text()
     assert "## Progress since Sprint 2, Day 3" in first  # the fixture's saved day
     # The next day, with a better phase 2 run: each key result with its change.
@@ -377,10 +378,16 @@ def test_progress_across_two_days(cfg, run_files):
     run.mkdir()
     better.to_csv(run / "metrics.csv", index=False)
     (run / "summary.json").write_text(json.dumps(summary("phase2", better, 3, (1, 2))))
+    write_val_predictions(run, range(0, 33))  # 3 more of the same 45 images right
     cfg.report.day = 2
     second = write_day_checkpoint(cfg).read_text()
     progress = section(second, "Progress since Sprint 3, Day 1")
-    assert "| Best val accuracy (phase2) | 0.7010 | 0.7310 | +0.0300 (untested) |" in progress
+    # Both days' phase 2 wrote val_predictions.csv on the same images: tested, paired.
+    assert "| Best val accuracy (phase2) | 0.7010 | 0.7310 | +0.0667 [" in progress
+    assert (
+        "- Best val accuracy (phase2): no difference in accuracy detectable on 45 images "
+        "(p = 0.250;" in progress
+    )
     assert "| Best val accuracy (phase1) | 0.6440 | 0.6440 | 0.0000 (untested) |" in progress
     # The same evaluate run both days: nothing to test.
     assert "| Test accuracy (phase2) | 0.6933 | 0.6933 | 0.0000 (same run) |" in progress
