@@ -36,6 +36,8 @@ def bench(tmp_path_factory):
             "bench.eval_images": 20,
             "bench.scan_files": 30,
             "bench.summary": str(tmp / "benchmarks.md"),
+            "lr_find.steps": 10,
+            "lr_find.seeds": 1,
         },
     )
     run_benchmarks(cfg)
@@ -47,6 +49,7 @@ def bench(tmp_path_factory):
         "pipeline_overhead",
         "evaluate_memory",
         "scan_speed",
+        "lr_find_speed",
     ]
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in names}
     return {"results": results, "out": out, "summary": tmp / "benchmarks.md"}
@@ -176,6 +179,16 @@ def test_csv_files_and_summary_table(bench):
     assert "## GPU" in summary and "| bfloat16 | 256 | train step |" in summary
     frozen = bench["results"]["frozen_phase"]["figures"][2]
     assert f"{frozen['median']:.3g} [" in summary
+
+
+def test_lr_find_speed_times_the_phase1_finder_against_its_goal(bench):
+    result = bench["results"]["lr_find_speed"]
+    timed, first = result["figures"]
+    check_figure(timed)
+    assert timed["goal"] == 10.0 and timed["goal_met"] == (timed["median"] < 10.0)
+    assert first["computes_features"] and first["median"] > 0
+    assert len(set(result["suggestions"])) == 1  # same data and seeds, same suggestion
+    assert "## 7. Learning-rate finder, phase 1" in bench["summary"].read_text()
 
 
 def test_gpu_benchmark_results_render_in_the_summary(tmp_path):

@@ -9,6 +9,7 @@
 5. ``evaluate_memory``: ``evaluate`` (TTA on) at N and 4N images, each in its own process:
    peak memory must not grow with the split.
 6. ``scan_speed``: the first and second scan of a folder of many files.
+7. ``lr_find_speed``: the phase-1 learning-rate finder (`make lr-find`) on cached features.
 
 Every benchmark returns a dict with ``figures``: rows of median, min and max over
 ``bench.repeats`` timed runs. Model timing uses Keras APIs only (``predict_on_batch``,
@@ -25,6 +26,7 @@ from pathlib import Path
 from transferlab.benchmarks.evaluation import evaluate_memory, scan_speed
 from transferlab.benchmarks.frozen import frozen_phase
 from transferlab.benchmarks.hardware import count_flops, hardware_limit, matmul_peak, model_speed
+from transferlab.benchmarks.lr_find import lr_find_speed
 from transferlab.benchmarks.pipeline import pipeline_overhead, pipeline_scaling, stream_folder
 from transferlab.benchmarks.timing import machine_info
 from transferlab.config import Config
@@ -54,7 +56,7 @@ def save_result(result: dict, out_dir: Path) -> Path:
 
 
 def run_benchmarks(cfg: Config) -> str:
-    """The `make bench` stage: all six benchmarks, their files and the summary table."""
+    """The `make bench` stage: all seven benchmarks, their files and the summary table."""
     from transferlab.benchmarks.report import write_summary
 
     out_dir = Path(cfg.output_dir) / "bench"
@@ -85,5 +87,6 @@ def run_benchmarks(cfg: Config) -> str:
         keep(frozen_phase(cfg, work))
         keep(evaluate_memory(cfg, work))
         keep(scan_speed(cfg, work))
+        keep(lr_find_speed(cfg, work))
     summary = write_summary(results, machine, Path(cfg.bench.summary))
     return f"results in {out_dir}, summary in {summary}"

@@ -21,7 +21,7 @@ that machine's measured bf16 matmul peak) and never estimated.
 
 METHOD = """## Method
 
-- `make bench` runs six benchmarks in one process (the pipeline-scaling and evaluation
+- `make bench` runs seven benchmarks in one process (the pipeline-scaling and evaluation
   sizes each in a fresh subprocess). No downloads: random weights (`model.weights` is set
   to `none`; speed does not depend on weight values) and synthetic images. The config
   (`make bench`'s default is `configs/cifar10_resnet50.yaml`) gives the model and
@@ -49,6 +49,9 @@ METHOD = """## Method
   peak resident memory (VmHWM; imports included).
 - **Pipeline overhead**: the pipeline alone, warm, in the main process, against the model's
   forward and training steps alone at the same input size.
+- **Learning-rate finder**: `find_learning_rate` (phase 1, `lr_find.steps` x
+  `lr_find.seeds`) on the frozen benchmark's folder and model, timed from the call to its
+  written run folder; the first call, which computes the backbone features, apart.
 """
 
 
@@ -210,6 +213,29 @@ def scan_section(result: dict) -> str:
     return "\n".join(lines)
 
 
+def lr_find_section(result: dict) -> str:
+    timed, first = result["figures"]
+    met = "met" if timed["goal_met"] else "**not met**"
+    lines = [
+        "## 7. Learning-rate finder, phase 1",
+        "",
+        f"`make lr-find` (phase 1: {result['steps']} steps x {result['seeds']} seeds on the "
+        f"cached features) for {result['backbone']} on {result['images']} synthetic images "
+        f"({result['image_size']} px, batch {result['batch_size']}), from the config to the "
+        "written run folder (plot, CSV, summary).",
+        "",
+        "| | seconds |",
+        "|---|---|",
+        f"| features already cached (an earlier lr-find, sweep or cv) | {span(timed)} |",
+        f"| first run, computing the backbone features | {first['median']:.3g} |",
+        "",
+        f"Goal, under {timed['goal']:g} s with the features cached: {met}. Suggested "
+        f"learning rate(s): {', '.join(sorted({f'{s:.2e}' for s in result['suggestions']}))}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "frozen_phase": frozen_section,
     "hardware_limit": hardware_section,
@@ -217,6 +243,7 @@ SECTIONS = {
     "pipeline_overhead": overhead_section,
     "evaluate_memory": evaluate_section,
     "scan_speed": scan_section,
+    "lr_find_speed": lr_find_section,
 }
 ORDER = list(SECTIONS)
 
