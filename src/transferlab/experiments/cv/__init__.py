@@ -59,15 +59,16 @@ def cross_validate(cfg: Config) -> CVResult:
     probabilities = out_of_fold_probabilities(cfg, table, rows, folds)
     oof = oof_table(cfg, table, rows, folds, probabilities)
     per_fold = fold_metrics_table(oof, table.num_classes)
+    confidence = cfg.eval.confidence  # every interval in the project is at this level
     result = CVResult(
         run_dir=new_run_dir(cfg.output_dir, cfg.experiment, "cv"),
         folds=cfg.cv.folds,
         grouped=grouped,
         per_fold=per_fold,
-        summary={m: mean_interval(per_fold[m].to_numpy()) for m in METRICS},
+        summary={m: mean_interval(per_fold[m].to_numpy(), confidence) for m in METRICS},
         pooled=score(oof["label"].to_numpy(), probability_matrix(oof), table.num_classes),
         oof=oof,
-        groups=group_accuracy(oof) if grouped else None,
+        groups=group_accuracy(oof, confidence) if grouped else None,
     )
     if cfg.cv.phase2:
         from transferlab.experiments.cv.phase2 import fine_tune_folds

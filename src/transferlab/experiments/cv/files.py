@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from transferlab.config import Config
 from transferlab.evaluation.figures import save_figure
-from transferlab.experiments.cv.scores import CONFIDENCE, group_spread
+from transferlab.experiments.cv.scores import group_spread
 from transferlab.runs import write_json, write_text
 
 IMAGE_COLUMNS = ["sample_id", "path", "split", "group", "label", "class_name"]
@@ -42,12 +42,13 @@ class CVResult:
 
     def __str__(self) -> str:
         acc, f1 = self.summary["accuracy"], self.summary["macro_f1"]
+        level = f"{acc['confidence']:.0%}"
         kind = "group-exclusive " if self.grouped else ""
         return (
             f"{self.folds}-fold {kind}cross-validation on {len(self.oof)} images: "
             f"accuracy {acc['mean']:.4f} [{acc['low']:.4f}, {acc['high']:.4f}], "
             f"macro-F1 {f1['mean']:.4f} [{f1['low']:.4f}, {f1['high']:.4f}] "
-            f"(mean of the folds, {CONFIDENCE:.0%} t-interval over folds); "
+            f"(mean of the folds, {level} t-interval over folds); "
             f"out-of-fold accuracy {self.pooled['accuracy']:.4f}; {self.run_dir}"
         )
 
@@ -68,6 +69,11 @@ def write_cv_files(cfg: Config, result: CVResult, seconds: float) -> list[Path]:
     write_json(run_dir / "cv.json", cv_record(cfg, result, spread, seconds))
     write_text(run_dir / "cv.md", cv_page(cfg, result, spread, figures))
     return figures
+
+
+def level(result: CVResult) -> str:
+    """The intervals' confidence level as a percentage ("95%")."""
+    return f"{result.summary['accuracy']['confidence']:.0%}"
 
 
 def folds_table(oof: pd.DataFrame, folds: int) -> pd.DataFrame:
@@ -95,7 +101,8 @@ def cv_record(cfg: Config, result: CVResult, spread: dict | None, seconds: float
             "optimizer": cfg.phase1.optimizer,
             "phase2": cfg.cv.phase2,
         },
-        "interval": "95% t-interval of the mean over folds (scipy.stats.t, K - 1 dof)",
+        "interval": f"{level(result)} t-interval of the mean over folds (scipy.stats.t, K - 1 "
+        "degrees of freedom); groups: Wilson interval of each group's accuracy",
         "per_fold": result.per_fold.to_dict("records"),
         "mean": result.summary,
         "out_of_fold": result.pooled,
@@ -115,12 +122,12 @@ def cv_page(cfg: Config, result: CVResult, spread: dict | None, figures: list[Pa
         "",
         f"{len(result.oof)} train + val images in {result.folds} stratified folds{grouped} "
         f"(seed {cfg.seed}); the test split is not used. Each fold's phase-1 head trained "
-        f"{cfg.phase1.epochs} epochs on the other folds' cached features and was scored on "
+        f"{cfg.phase1.epochs} epoch(s) on the other folds' cached features and was scored on "
         "the held-out fold.",
         "",
         *metric_table(result.per_fold, result.summary, result.pooled),
         "",
-        f"Mean: the average of the folds; [low, high]: its 95% t-interval over the "
+        f"Mean: the average of the folds; [low, high]: its {level(result)} t-interval over the "
         f"{result.folds} folds. Out-of-fold: every image scored once, by the head that "
         "never saw it, pooled.",
     ]
@@ -155,7 +162,10 @@ def metric_table(per_fold: pd.DataFrame, summary: dict, pooled: dict) -> list[st
 
 
 def group_section(spread: dict) -> list[str]:
-    weakest = ", ".join(f"`{g['group']}` {g['accuracy']:.2f} ({g['n']})" for g in spread["weakest"])
+    weakest = ", ".join(
+        f"`{g['group']}` {g['accuracy']:.2f} [{g['low']:.2f}, {g['high']:.2f}] ({g['n']})"
+        for g in spread["weakest"]
+    )
     return [
         "## Per-group performance",
         "",
@@ -164,7 +174,7 @@ def group_section(spread: dict) -> list[str]:
         f"quartiles {spread['q25']:.3f} / {spread['median']:.3f} / {spread['q75']:.3f}, "
         f"max {spread['max']:.3f}.",
         "",
-        f"Weakest groups (accuracy, images): {weakest}.",
+        f"Weakest groups (accuracy [Wilson interval], images): {weakest}.",
     ]
 
 
@@ -188,13 +198,20 @@ def plot_folds(per_fold: pd.DataFrame, summary: dict, path: Path) -> Path:
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
         s = summary[metric]
         ax.axhline(s["mean"], color="#1f4e79", label=f"mean {s['mean']:.3f}")
-        ax.axhspan(s["low"], s["high"], color="#1f4e79", alpha=0.15, label="95% interval")
+        ax.axhspan(
+            s["low"],
+            s["high"],
+            color="#1f4e79",
+            alpha=0.15,
+            label=f"{s['confidence']:.0%} interval",
+        )
         ax.set_xticks(folds)
         ax.set_xlabel("fold")
         ax.set_title(label)
         ax.set_ylim(0, 1.05)
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle("Held-out score per fold, mean and its 95% t-interval over folds")
+    level = f"{summary['accuracy']['confidence']:.0%}"
+    fig.suptitle(f"Held-out score per fold, the mean and its {level} t-interval over folds")
     return save_figure(fig, path)
 
 

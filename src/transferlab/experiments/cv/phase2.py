@@ -68,7 +68,7 @@ def fine_tune_folds(cfg: Config, oof: pd.DataFrame, run_dir: Path) -> dict:
     labels = result["label"].to_numpy()
     return {
         "per_fold": per_fold.to_dict("records"),
-        "mean": {m: mean_interval(per_fold[m].to_numpy()) for m in METRICS},
+        "mean": {m: mean_interval(per_fold[m].to_numpy(), cfg.eval.confidence) for m in METRICS},
         "out_of_fold": score(labels, probability_matrix(result), len(dataset.class_names)),
         "experiments": experiments,
         "note": NOTE,

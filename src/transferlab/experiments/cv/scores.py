@@ -8,6 +8,8 @@ import pandas as pd
 from scipy import stats
 from sklearn import metrics as skm
 
+from transferlab.experiments.stats import wilson_interval
+
 METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 CONFIDENCE = 0.95
 
@@ -63,16 +65,25 @@ def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> dict:
     }
 
 
-def group_accuracy(oof: pd.DataFrame) -> pd.DataFrame:
-    """Each group's out-of-fold accuracy (rows without a group left out), weakest first."""
+def group_accuracy(oof: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Each group's out-of-fold accuracy with its Wilson interval, weakest first.
+
+    Rows without a group are left out (as evaluation's per-group table leaves them).
+    """
     named = oof[oof["group"] != ""]
-    correct = named["predicted"] == named["label"]
     table = (
-        named.assign(correct=correct)
+        named.assign(correct=named["predicted"] == named["label"])
         .groupby("group", sort=True)
-        .agg(fold=("fold", "first"), n=("correct", "size"), accuracy=("correct", "mean"))
+        .agg(fold=("fold", "first"), n=("correct", "size"), correct=("correct", "sum"))
         .reset_index()
     )
+    table["accuracy"] = table["correct"] / table["n"]
+    bounds = [
+        wilson_interval(int(c), int(n), confidence)
+        for c, n in zip(table["correct"], table["n"], strict=True)
+    ]
+    table["low"] = [b[0] for b in bounds]
+    table["high"] = [b[1] for b in bounds]
     return table.sort_values(["accuracy", "group"], kind="stable").reset_index(drop=True)
 
 
@@ -91,7 +102,7 @@ def group_spread(groups: pd.DataFrame) -> dict:
         "median": float(q[2]),
         "q75": float(q[3]),
         "max": float(q[4]),
-        "weakest": groups.head(5)[["group", "n", "accuracy"]].to_dict("records"),
+        "weakest": groups.head(5)[["group", "n", "accuracy", "low", "high"]].to_dict("records"),
     }
 
 
