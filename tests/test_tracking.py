@@ -91,16 +91,21 @@ def test_a_phase_run_is_logged_and_read_back(tmp_path, store):
 
 def test_logging_a_resumed_run_again_updates_the_same_mlflow_run(tmp_path, store):
     cfg, run_dir = fake_phase_run(tmp_path, store, "20250101-000001_demo_phase1")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "stop_reason": "interrupted"}))
     first = track_run(cfg, run_dir, "phase1", strict=True)
-    # The phase resumes and runs one more epoch.
+    client = MlflowClient(store)
+    assert client.get_run(first).info.status == "KILLED"
+    # The phase resumes, runs one more epoch and finishes.
+    (run_dir / "summary.json").write_text(json.dumps(summary))
     rows = [
         {"epoch": e, "loss": 1.0 / e, "val_accuracy": 0.5 + 0.1 * e} for e in range(1, EPOCHS + 2)
     ]
     write_metrics(run_dir / "metrics.csv", rows)
     second = track_run(cfg, run_dir, "phase1", strict=True)
 
-    client = MlflowClient(store)
     assert second == first
+    assert client.get_run(first).info.status == "FINISHED"
     runs = client.search_runs(
         [client.get_experiment_by_name("demo").experiment_id],
         f"attributes.run_name = '{run_dir.name}'",
