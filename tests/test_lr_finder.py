@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import demo_config
-from transferlab.experiments.lr_finder import find_learning_rate
+from transferlab.experiments.lr_finder import find_learning_rate, with_head_learning_rate
 from transferlab.training import lr_range, train_phase
 from transferlab.training.lr_range import exponential_rates, range_test, valley
 from transferlab.training.optim import make_optimizer
@@ -121,6 +121,9 @@ def test_lr_find_stage_writes_its_run(cfg):
     assert summary["suggestion"] == pytest.approx(result.suggestion)
     assert summary["phase"] == "phase1" and summary["seeds"] == [42, 43]
     assert summary["steps"] == 30 and summary["wall_time_s"] > 0
+    # Sweeps and cv resolve "auto" the same way, on the features now cached.
+    cfg.phase1.learning_rate = "auto"
+    assert with_head_learning_rate(cfg).phase1.learning_rate == result.suggestion
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ full model as phase 2 starts it: phase 1's best model, unfrozen from
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,16 @@ def phase1_range_test(cfg: Config, table: FeatureTable | None = None) -> RangeTe
 
     weights = class_weights(cfg, table.labels[rows], table.num_classes)
     return find_phase_learning_rate(cfg, "phase1", head, batches, weights)
+
+
+def with_head_learning_rate(cfg: Config, table: FeatureTable | None = None) -> Config:
+    """``cfg``, or a copy whose ``phase1.learning_rate=auto`` is the phase-1 finder's
+    suggestion: for what trains heads on the cached features (sweeps, cross-validation)."""
+    if cfg.phase1.learning_rate != "auto":
+        return cfg
+    resolved = copy.deepcopy(cfg)
+    resolved.phase1.learning_rate = phase1_range_test(cfg, table).suggestion
+    return resolved
 
 
 def shuffled_rows(rows: np.ndarray, count: int, seed: int) -> np.ndarray:
