@@ -38,6 +38,7 @@ def bench(tmp_path_factory):
             "bench.summary": str(tmp / "benchmarks.md"),
             "lr_find.steps": 10,
             "lr_find.seeds": 1,
+            "bench.sweep_trials": 2,
         },
     )
     run_benchmarks(cfg)
@@ -50,6 +51,7 @@ def bench(tmp_path_factory):
         "evaluate_memory",
         "scan_speed",
         "lr_find_speed",
+        "sweep_speed",
     ]
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in names}
     return {"results": results, "out": out, "summary": tmp / "benchmarks.md"}
@@ -189,6 +191,19 @@ def test_lr_find_speed_times_the_phase1_finder_against_its_goal(bench):
     assert first["computes_features"] and first["median"] > 0
     assert len(set(result["suggestions"])) == 1  # same data and seeds, same suggestion
     assert "## 7. Learning-rate finder, phase 1" in bench["summary"].read_text()
+
+
+def test_sweep_speed_times_a_sweep_against_one_end_to_end_phase1(bench):
+    result = bench["results"]["sweep_speed"]
+    sweep, phase1, ratio = result["figures"]
+    check_figure(sweep)
+    frozen = bench["results"]["frozen_phase"]["figures"]
+    assert phase1["median"] == frozen[1]["median"]  # end to end, the shortest E
+    assert ratio["median"] == pytest.approx(sweep["median"] / phase1["median"])
+    assert ratio["goal_met"] == (ratio["median"] <= 1.5)
+    run = result["results"][0]
+    assert run["complete"] + run["pruned"] == 2 and 0 < run["features_s"] < run["s"]
+    assert "## 8. Sweep on cached features" in bench["summary"].read_text()
 
 
 def test_gpu_benchmark_results_render_in_the_summary(tmp_path):

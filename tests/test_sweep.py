@@ -16,16 +16,18 @@ from transferlab.runs import read_json
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    """The shrunk demo (32 px, 1 epoch) on 15 digits a class, one output dir for the module,
-    so the backbone features are computed once for every test here."""
+    """The shrunk demo on 15 digits a class, small_resnet at 16 px, one batch an epoch; one
+    output dir for the module, so the features are computed once for every test here."""
     root = tmp_path_factory.mktemp("sweep")
     return demo_config(
         root,
         {
-            "model.image_size": 32,
+            "model.backbone": "small_resnet",
+            "model.image_size": 16,
             "data.subset_per_class": 15,
             "phase1.epochs": 1,
-            "train.batch_size": 16,
+            # Every split in one batch: no second trace for a smaller last batch.
+            "train.batch_size": 128,
             "sweep.epochs": [1, 2],
             "sweep.trials": 2,
             "report.output_dir": str(root / "reports"),
@@ -111,11 +113,12 @@ def test_an_unreachable_storage_names_the_url_and_hides_the_password(base):
 
 
 def test_two_concurrent_workers_share_one_study(base):
-    result = run_sweep(with_settings(base, trials=4, workers=2, study="two_workers"))
+    # Three trials: shares of 2 and 1, so a lost or doubled trial shows in the counts.
+    result = run_sweep(with_settings(base, trials=3, workers=2, study="two_workers"))
     trials = study_trials(base, "two_workers")
-    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
-    assert all(t.state.is_finished() and t.state.name != "FAIL" for t in trials)
-    # Each worker (this process and one spawned) ran its share of 2.
+    assert sorted(t.number for t in trials) == [0, 1, 2]
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    # This process and one spawned worker, each with its share.
     workers = pd.Series([t.user_attrs["worker_pid"] for t in trials]).value_counts()
-    assert workers.tolist() == [2, 2]
-    assert result.ran == 4 and len(pd.read_csv(result.run_dir / "trials.csv")) == 4
+    assert workers.tolist() == [2, 1]
+    assert result.ran == 3 and len(pd.read_csv(result.run_dir / "trials.csv")) == 3

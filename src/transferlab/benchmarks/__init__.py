@@ -10,6 +10,8 @@
    peak memory must not grow with the split.
 6. ``scan_speed``: the first and second scan of a folder of many files.
 7. ``lr_find_speed``: the phase-1 learning-rate finder (`make lr-find`) on cached features.
+8. ``sweep_speed``: a whole `make sweep` (features computed once, every trial's head trained
+   on them) against one end-to-end phase 1 of the same epochs.
 
 Every benchmark returns a dict with ``figures``: rows of median, min and max over
 ``bench.repeats`` timed runs. Model timing uses Keras APIs only (``predict_on_batch``,
@@ -28,6 +30,7 @@ from transferlab.benchmarks.frozen import frozen_phase
 from transferlab.benchmarks.hardware import count_flops, hardware_limit, matmul_peak, model_speed
 from transferlab.benchmarks.lr_find import lr_find_speed
 from transferlab.benchmarks.pipeline import pipeline_overhead, pipeline_scaling, stream_folder
+from transferlab.benchmarks.sweep import sweep_speed
 from transferlab.benchmarks.timing import machine_info
 from transferlab.config import Config
 
@@ -56,7 +59,7 @@ def save_result(result: dict, out_dir: Path) -> Path:
 
 
 def run_benchmarks(cfg: Config) -> str:
-    """The `make bench` stage: all seven benchmarks, their files and the summary table."""
+    """The `make bench` stage: all eight benchmarks, their files and the summary table."""
     from transferlab.benchmarks.report import write_summary
 
     out_dir = Path(cfg.output_dir) / "bench"
@@ -84,9 +87,10 @@ def run_benchmarks(cfg: Config) -> str:
         rows = [r for r in hardware["figures"] if r.get("size") == size and "batch_size" in r]
         speed = {"figures": rows} if len(rows) == 2 else None
         keep(pipeline_overhead(cfg, work / f"n{cfg.bench.pipeline_images}", speed))
-        keep(frozen_phase(cfg, work))
+        frozen = keep(frozen_phase(cfg, work))
         keep(evaluate_memory(cfg, work))
         keep(scan_speed(cfg, work))
         keep(lr_find_speed(cfg, work))
+        keep(sweep_speed(cfg, work, frozen))
     summary = write_summary(results, machine, Path(cfg.bench.summary))
     return f"results in {out_dir}, summary in {summary}"

@@ -346,6 +346,9 @@ class BenchConfig:
     frozen_images: int = 512
     frozen_epochs: list[int] = field(default_factory=lambda: [10, 30])
     frozen_image_size: int = 64
+    # Sweep: this many trials of min(frozen_epochs) epochs each on the frozen phase's images,
+    # timed against its end-to-end phase 1 of as many epochs.
+    sweep_trials: int = 20
     # Input pipeline: streams N, 2N and 4N JPEGs of side file_size from disk.
     pipeline_images: int = 256
     file_size: int = 256
@@ -365,6 +368,7 @@ class BenchConfig:
         check_min("bench.batch_size", self.batch_size, 1)
         check_min("bench.frozen_images", self.frozen_images, 4)
         check_min("bench.frozen_image_size", self.frozen_image_size, 8)
+        check_min("bench.sweep_trials", self.sweep_trials, 1)
         check_min("bench.pipeline_images", self.pipeline_images, 1)
         check_min("bench.file_size", self.file_size, 8)
         check_min("bench.eval_images", self.eval_images, 20)
