@@ -23,7 +23,7 @@ def sweep_speed(cfg: Config, work_dir: Path, frozen: dict) -> dict:
     backbone features (timed apart) and creates its study before running every trial.
     """
     from transferlab.experiments.features import backbone_features
-    from transferlab.experiments.sweep import SWEEP_SPLITS, run_sweep
+    from transferlab.experiments.sweep import run_sweep
 
     bench = cfg.bench
     epochs = min(bench.frozen_epochs)
@@ -37,7 +37,7 @@ def sweep_speed(cfg: Config, work_dir: Path, frozen: dict) -> dict:
         run.experiment = "bench_sweep"
         run.sweep.trials, run.sweep.epochs, run.sweep.workers = bench.sweep_trials, [epochs], 1
         start = time.perf_counter()
-        backbone_features(run, SWEEP_SPLITS)  # the cold cache: the sweep's first cost
+        backbone_features(run)  # the cold cache: the sweep's first cost
         features = time.perf_counter() - start
         result = run_sweep(run)
         total = time.perf_counter() - start

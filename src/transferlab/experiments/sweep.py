@@ -36,8 +36,6 @@ from transferlab.progress import say
 from transferlab.runs import new_run_dir
 from transferlab.runs.tracking import check_tracking, track_run
 
-# The sweep never scores on the test split, so its features are not computed.
-SWEEP_SPLITS = ("train", "val")
 SPACE_KEYS = (
     "optimizer",
     "learning_rate",
@@ -68,7 +66,8 @@ def run_sweep(cfg: Config) -> SweepResult:
     url = storage_url(cfg, name)
     study = open_study(cfg, url, name)  # a bad URL or a changed space fails before any work
     check_attr(study, url, "space", search_space(cfg))
-    table = backbone_features(cfg, SWEEP_SPLITS)
+    # Every split, as lr-find and cv ask for them: one cached file serves all three.
+    table = backbone_features(cfg)
     check_attr(study, url, "data", data_fingerprint(cfg, table))
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -244,7 +243,7 @@ def run_trials(
     if table is None:  # a spawned worker: its own share of the cores, the features cached
         share_cores(workers)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        table = backbone_features(cfg, SWEEP_SPLITS)
+        table = backbone_features(cfg)
     study = load_study(url, name, worker)
     train_rows, val_rows = table.rows("train"), table.rows("val")
     if not len(val_rows):
