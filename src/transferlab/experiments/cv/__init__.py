@@ -60,6 +60,12 @@ def cross_validate(cfg: Config) -> CVResult:
     oof = oof_table(cfg, table, rows, folds, probabilities)
     per_fold = fold_metrics_table(oof, table.num_classes)
     confidence = cfg.eval.confidence  # every interval in the project is at this level
+    phase2 = phase2_oof = None
+    if cfg.cv.phase2:
+        from transferlab.experiments.cv.phase2 import fine_tune_folds
+
+        phase2, phase2_oof = fine_tune_folds(cfg, oof)
+    # The run folder is made only now, so a run stopped before this leaves none behind.
     result = CVResult(
         run_dir=new_run_dir(cfg.output_dir, cfg.experiment, "cv"),
         folds=cfg.cv.folds,
@@ -69,11 +75,9 @@ def cross_validate(cfg: Config) -> CVResult:
         pooled=score(oof["label"].to_numpy(), probability_matrix(oof), table.num_classes),
         oof=oof,
         groups=group_accuracy(oof, confidence) if grouped else None,
+        phase2=phase2,
+        phase2_oof=phase2_oof,
     )
-    if cfg.cv.phase2:
-        from transferlab.experiments.cv.phase2 import fine_tune_folds
-
-        result.phase2 = fine_tune_folds(cfg, oof, result.run_dir)
     result.figures = write_cv_files(cfg, result, time.perf_counter() - started)
     track_run(cfg, result.run_dir, "cv")
     return result

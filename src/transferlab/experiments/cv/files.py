@@ -38,6 +38,7 @@ class CVResult:
     oof: pd.DataFrame  # one row per train + val image, its fold and class probabilities
     groups: pd.DataFrame | None = None  # per-group out-of-fold accuracy (grouped only)
     phase2: dict | None = None  # per-fold fine-tuning results (cv.phase2=true)
+    phase2_oof: pd.DataFrame | None = None  # the fine-tuned models' out-of-fold table
     figures: list[Path] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -59,6 +60,8 @@ def write_cv_files(cfg: Config, result: CVResult, seconds: float) -> list[Path]:
     cfg.save(run_dir / "config.json")
     write_text(run_dir / "folds.csv", folds_table(result.oof, result.folds).to_csv(index=False))
     write_text(run_dir / "oof_probabilities.csv", result.oof.to_csv(index=False))
+    if result.phase2_oof is not None:
+        write_text(run_dir / "oof_probabilities_phase2.csv", result.phase2_oof.to_csv(index=False))
     spread = None
     if result.groups is not None:
         write_text(run_dir / "groups.csv", result.groups.to_csv(index=False))
@@ -110,7 +113,8 @@ def cv_record(cfg: Config, result: CVResult, spread: dict | None, seconds: float
         "phase2": result.phase2,
         "seconds": round(seconds, 2),
         "files": ["folds.csv", "oof_probabilities.csv", "cv.md", "figures/folds.png"]
-        + (["groups.csv", "figures/group_accuracy.png"] if result.groups is not None else []),
+        + (["groups.csv", "figures/group_accuracy.png"] if result.groups is not None else [])
+        + (["oof_probabilities_phase2.csv"] if result.phase2_oof is not None else []),
     }
 
 
@@ -139,7 +143,10 @@ def cv_page(cfg: Config, result: CVResult, spread: dict | None, figures: list[Pa
     lines += [
         "",
         "Files: `folds.csv` (each image's role, train or held_out, in every fold), "
-        "`oof_probabilities.csv` (each image's out-of-fold class probabilities), `cv.json`.",
+        "`oof_probabilities.csv` (each image's out-of-fold class probabilities), `cv.json`"
+        + (", `groups.csv` (each group's accuracy)" if result.groups is not None else "")
+        + (", `oof_probabilities_phase2.csv`" if result.phase2_oof is not None else "")
+        + ".",
     ]
     return "\n".join(lines) + "\n"
 

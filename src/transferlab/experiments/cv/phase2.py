@@ -16,7 +16,6 @@ phase-1 heads on cached features use no early stopping and do not.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,7 +35,7 @@ from transferlab.experiments.cv.scores import (
 )
 from transferlab.models import load_model
 from transferlab.progress import say
-from transferlab.runs import splits_dir, write_json, write_text
+from transferlab.runs import splits_dir, write_json
 from transferlab.training import train_phase
 
 NOTE = (
@@ -45,11 +44,11 @@ NOTE = (
 )
 
 
-def fine_tune_folds(cfg: Config, oof: pd.DataFrame, run_dir: Path) -> dict:
+def fine_tune_folds(cfg: Config, oof: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     """Train phases 1 and 2 per fold on the folds in ``oof``; score each on its held-out fold.
 
-    Writes ``oof_probabilities_phase2.csv`` to ``run_dir``; returns per-fold metrics, their
-    mean with its t-interval over folds, and the pooled out-of-fold metrics.
+    Returns the per-fold metrics, their mean with its t-interval over folds and the pooled
+    out-of-fold metrics; and the out-of-fold table of the fine-tuned models.
     """
     dataset = load_dataset(cfg)
     test = prepare_splits(cfg, dataset).test
@@ -63,16 +62,16 @@ def fine_tune_folds(cfg: Config, oof: pd.DataFrame, run_dir: Path) -> dict:
         parts.append(score_held_out(fold_cfg, dataset, oof[oof["fold"] == fold]))
         experiments.append(fold_cfg.experiment)
     result = pd.concat(parts, ignore_index=True)
-    write_text(run_dir / "oof_probabilities_phase2.csv", result.to_csv(index=False))
     per_fold = fold_metrics_table(result, len(dataset.class_names))
     labels = result["label"].to_numpy()
-    return {
+    summary = {
         "per_fold": per_fold.to_dict("records"),
         "mean": {m: mean_interval(per_fold[m].to_numpy(), cfg.eval.confidence) for m in METRICS},
         "out_of_fold": score(labels, probability_matrix(result), len(dataset.class_names)),
         "experiments": experiments,
         "note": NOTE,
     }
+    return summary, result
 
 
 def fold_config(cfg: Config, fold: int) -> Config:
