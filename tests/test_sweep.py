@@ -62,6 +62,8 @@ def test_a_sweep_writes_its_trials_figure_summary_and_a_best_config_that_loads(s
     assert set(trials["state"]) <= {"COMPLETE", "PRUNED"}
     assert trials["learning_rate"].between(1e-4, 3e-2).all()
     assert trials["epochs"].isin([1, 2]).all()
+    # The resumed run drew new settings, not its first trials' again.
+    assert trials["learning_rate"].nunique() == 4
     assert (second.run_dir / "figures" / "sweep.png").stat().st_size > 1000
 
     summary = read_json(second.run_dir / "summary.json")

@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import keras
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -85,7 +86,7 @@ def run_sweep(cfg: Config) -> SweepResult:
         )
     run_dir = new_run_dir(cfg.output_dir, cfg.experiment, "sweep")
     result = write_outputs(
-        cfg, load_study(url, name), run_dir, masked(url), remaining, time.perf_counter() - started
+        cfg, study, run_dir, masked(url), remaining, time.perf_counter() - started
     )
     track_run(cfg, result.run_dir, "sweep")
     return result
@@ -139,7 +140,8 @@ def open_study(cfg: Config, url: str, name: str) -> optuna.Study:
         )
     except Exception as err:
         # SQLAlchemy's errors (no server, wrong password, no driver, bad URL) carry many lines.
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        reason = text.splitlines()[0].rstrip(".") if text else type(err).__name__
         raise SweepError(
             f"sweep.storage={masked(url)} cannot be reached: {reason}. Check the URL (host, "
             "port, user, password, database name) and that the server is up and its driver "
@@ -148,14 +150,19 @@ def open_study(cfg: Config, url: str, name: str) -> optuna.Study:
         ) from err
 
 
-def load_study(url: str, name: str, worker: int = 0) -> optuna.Study:
+def load_study(url: str, name: str, seed: int = 0, worker: int = 0) -> optuna.Study:
     """The existing study, with this worker's sampler and the pruner."""
+    storage = make_storage(url)
+    # Seeded by the config's seed, the worker and the trials the study already has: workers
+    # draw different settings, and a resumed sweep does not redraw its first trials' ones.
+    known = len(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))
+    seed = int(np.random.SeedSequence([seed, worker, known]).generate_state(1)[0])
     return optuna.load_study(
         study_name=name,
-        storage=make_storage(url),
-        # Seeded per worker so workers propose different settings; the constant liar makes
-        # a worker treat its peers' running trials as poor, so they do not pile up together.
-        sampler=optuna.samplers.TPESampler(seed=worker, constant_liar=True),
+        storage=storage,
+        # The constant liar makes a worker treat its peers' running trials as poor, so
+        # workers do not all try the same region at once.
+        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
         # A trial below the median of earlier trials at the same epoch stops there, once
         # 5 trials have finished and after a 2-epoch warm-up (the first epochs are noisy).
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
@@ -244,7 +251,7 @@ def run_trials(
         share_cores(workers)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         table = backbone_features(cfg)
-    study = load_study(url, name, worker)
+    study = load_study(url, name, cfg.seed, worker)
     train_rows, val_rows = table.rows("train"), table.rows("val")
     if not len(val_rows):
         raise SweepError(

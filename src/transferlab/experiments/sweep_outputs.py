@@ -94,7 +94,8 @@ def write_outputs(
         best_settings=best.user_attrs["settings"] if best else {},
     )
     if best:
-        result.best_config = write_best_config(cfg, best, run_dir / "best_config.yaml")
+        path = run_dir / "best_config.yaml"
+        result.best_config = write_best_config(cfg, study.study_name, best, path)
     write_json(
         run_dir / "summary.json",
         {
@@ -126,19 +127,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             {
                 "number": trial.number,
                 "state": trial.state.name,
+                # A pruned trial's value is its last reported one (Optuna's rule).
                 "value": trial.value,
-                # A pruned trial's last reported value: how far it got.
-                "last_reported": (
-                    trial.intermediate_values[max(trial.intermediate_values)]
-                    if trial.intermediate_values
-                    else None
-                ),
                 "duration_s": trial.duration.total_seconds() if trial.duration else None,
                 "epochs_trained": trial.user_attrs.get("epochs_trained"),
                 **{key: settings.get(key) for key in SETTING_COLUMNS},
             }
         )
-    columns = ["number", "state", "value", "last_reported", "duration_s", "epochs_trained"]
+    columns = ["number", "state", "value", "duration_s", "epochs_trained"]
     return pd.DataFrame(rows, columns=[*columns, *SETTING_COLUMNS])
 
 
@@ -152,27 +148,29 @@ def plot_trials(trials: pd.DataFrame, monitor: str, path: Path) -> Path:
     pruned = trials[trials["state"] == "PRUNED"]
     for ax, x, log in ((by_trial, "number", False), (by_lr, "learning_rate", True)):
         ax.scatter(complete[x], complete["value"], color="C0", label="complete")
-        ax.scatter(pruned[x], pruned["last_reported"], color="C7", marker="x", label="pruned")
+        ax.scatter(pruned[x], pruned["value"], color="C7", marker="x", label="pruned")
         ax.set_ylabel(monitor)
         ax.grid(alpha=0.3)
         if log:
             ax.set_xscale("log")
     if len(complete):
         best = np.fmax.accumulate(complete["value"].to_numpy())
-        by_trial.step(complete["number"], best, where="post", color="C1", label="best so far")
+        # Drawn on to the last trial: the best stands until a later one beats it.
+        numbers = [*complete["number"], trials["number"].max()]
+        by_trial.step(numbers, [*best, best[-1]], where="post", color="C1", label="best so far")
     by_trial.set_xlabel("trial")
-    by_trial.legend(loc="lower right")
+    by_trial.legend(loc="best")
     by_lr.set_xlabel("learning rate")
     by_trial.set_title("Trials in order (pruned: last value before stopping)")
     by_lr.set_title("Score by learning rate")
     return save_figure(fig, path)
 
 
-def write_best_config(cfg: Config, best: optuna.trial.FrozenTrial, path: Path) -> Path:
+def write_best_config(cfg: Config, study: str, best: optuna.trial.FrozenTrial, path: Path) -> Path:
     """The run's config with the best trial's settings: `make train-phase1 CONFIG=` runs it."""
     tuned = head_config(cfg, **best.user_attrs["settings"])
     header = (
-        f"# The best settings of sweep study {cfg.sweep.study or cfg.experiment + '_sweep'} "
+        f"# The best settings of sweep study {study} "
         f"(trial {best.number}, {cfg.train.monitor} {best.value:.4f}), set into phase1, "
         "model.dropout and train.\n# Train it: make train-phase1 CONFIG=<this file>\n"
     )
