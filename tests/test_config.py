@@ -33,6 +33,19 @@ def test_overrides_from_string_dict_and_kwargs():
     assert load_config(None, {"seed": 7}).seed == 7
 
 
+def test_numbers_with_an_exponent_and_auto():
+    """YAML 1.1 reads 1e-4 (no dot) as text; a float key takes it as the number it is."""
+    cfg = load_config(
+        None,
+        "phase1.learning_rate=3e-3 sweep.learning_rate=[1e-4, 0.3] phase2.learning_rate=auto",
+    )
+    assert cfg.phase1.learning_rate == 0.003
+    assert cfg.sweep.learning_rate == [0.0001, 0.3]
+    assert cfg.phase2.learning_rate == "auto"
+    with pytest.raises(ConfigError, match="must be a number or 'auto'"):
+        load_config(None, "phase1.learning_rate=fast")
+
+
 def test_override_parsing_keeps_brackets_together():
     assert parse_overrides("a.b=[1, 2] c='x y'") == {"a.b": [1, 2], "c": "x y"}
     assert parse_overrides(["model.weights=none"]) == {"model.weights": "none"}

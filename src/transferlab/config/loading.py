@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 
 from transferlab.config.schema import Config, ConfigError, did_you_mean
 
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 # Text keys that also work as switches: YAML reads `on`/`off`/`true`/`yes` as booleans, so
 # `SET='tracking.mlflow=on'` arrives as True and means the same as the text "on".
@@ -201,6 +203,9 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{key}={value!r} must be a whole number")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads 1e-4 (no dot) as text; it is a number all the same.
+        if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
             return float(value)
         raise ConfigError(f"{key}={value!r} must be a number")
     if hint is str:

@@ -39,6 +39,7 @@ from transferlab.experiments.features import (
     predict_head,
     train_head,
 )
+from transferlab.experiments.lr_finder import with_head_learning_rate
 from transferlab.progress import say
 from transferlab.runs import new_run_dir
 from transferlab.runs.tracking import check_tracking, track_run
@@ -51,6 +52,9 @@ def cross_validate(cfg: Config) -> CVResult:
     started = time.perf_counter()
     check_tracking(cfg)  # an unreachable MLflow store stops here, before any work
     table = backbone_features(cfg)
+    # phase1.learning_rate=auto: the finder's suggestion, found once on these features and
+    # recorded in the run's config.json.
+    cfg = with_head_learning_rate(cfg, table)
     rows = table.rows("train", "val")
     grouped = bool(cfg.data.group_column)
     folds = assign_folds(
