@@ -3,8 +3,11 @@
 On a machine without a GPU, ``import tensorflow`` (2.21) prints "Could not find cuda
 drivers on your machine, GPU will not be used" and absl's "All log messages before
 absl::InitializeLog() is called are written to STDERR", and the first device query
-prints "failed call to cuInit". Users read them as errors. They come from C++, partly
-before TF_CPP_MIN_LOG_LEVEL is read, so that variable alone does not hide them.
+prints "failed call to cuInit". On CPUs where oneDNN's optimisations are on by default
+(or TF_ENABLE_ONEDNN_OPTS=1) it also says "oneDNN custom operations are on", twice: two
+of TensorFlow's shared libraries each log it while they load. Users read them as errors.
+They come from C++, partly before TF_CPP_MIN_LOG_LEVEL is read, so that variable alone
+does not hide them.
 
 ``quiet_tensorflow`` sets TF_CPP_MIN_LOG_LEVEL=2 (no C++ INFO or WARNING lines) and,
 the first time anything imports tensorflow, sends stderr to a file while it loads and
@@ -25,6 +28,7 @@ NOISE = (
     "Could not find cuda drivers on your machine",
     "All log messages before absl::InitializeLog() is called",
     "failed call to cuInit",
+    "oneDNN custom operations are on",
 )
 
 
