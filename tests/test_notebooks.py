@@ -7,6 +7,7 @@ import nbformat
 import pandas as pd
 import pytest
 
+from transferlab.config import load_config
 from transferlab.notebooks import NotebookFailed, run_notebook
 from transferlab.stages import STAGES
 
@@ -15,6 +16,8 @@ from .conftest import ROOT
 NOTEBOOK_STAGES = [name for name, stage in STAGES.items() if stage.notebook]
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
+# Not a stage's notebook: it runs lr-find, sweep, cv and compare in turn.
+EXPERIMENTS = "08_experiments.ipynb"
 
 
 def tiny_overrides(root):
@@ -22,7 +25,8 @@ def tiny_overrides(root):
         f"output_dir={root}/outputs models_dir={root}/models checkpoints_dir={root}/checkpoints "
         f"report.output_dir={root}/reports model.image_size=32 data.subset_per_class=40 "
         "phase1.epochs=2 phase2.epochs=1 train.batch_size=32 eval.gradcam_images=4 "
-        f"predict.data={root}/photos predict.gradcam_images=2"
+        f"predict.data={root}/photos predict.gradcam_images=2 "
+        "lr_find.steps=20 lr_find.seeds=1 sweep.trials=2 cv.folds=2"
     )
 
 
@@ -51,7 +55,7 @@ def executed(tmp_path_factory):
 
 
 def test_notebooks_are_stored_clean_with_a_parameters_cell():
-    for name in [STAGES[target].notebook for target in NOTEBOOK_STAGES]:
+    for name in [STAGES[target].notebook for target in NOTEBOOK_STAGES] + [EXPERIMENTS]:
         nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), name
@@ -168,3 +172,33 @@ def test_a_killed_kernel_is_explained_in_plain_words(tmp_path):
     assert "the evaluate stage stopped" in message and "kernel" in message
     assert "ran out of memory" in message and "eval.tta=0" in message
     assert "DeadKernelError" not in message
+
+
+def test_experiments_notebook_finds_sweeps_cross_validates_and_compares(executed):
+    """08_experiments.ipynb on the executed project: lr finder, sweep, k-fold, compare."""
+    from transferlab.evaluation import evaluate
+
+    root, paths = executed
+    cfg = load_config(DEMO, tiny_overrides(root))
+    # A second evaluate run of phase 1's model on the same test images, to compare with.
+    first = paths["evaluate"].parents[1]
+    second = evaluate(cfg, model_path=root / "models" / "demo_phase1_best.keras").run_dir
+    path = run_notebook(
+        "compare",
+        DEMO,
+        tiny_overrides(root),
+        ROOT / "notebooks",
+        extra_parameters={"runs": [first.name, second.name]},
+        notebook=EXPERIMENTS,
+    )
+    runs = root / "outputs" / "runs"
+    assert path.parents[1].name.endswith("_demo_compare")
+    compared = json.loads((path.parents[1] / "compare.json").read_text())
+    assert len(compared["pairs"]) == 1
+    lr_find = json.loads((next(runs.glob("*_demo_lr_find")) / "summary.json").read_text())
+    assert 0 < lr_find["suggestion"] < 1
+    sweep = next(runs.glob("*_demo_sweep"))
+    assert len(pd.read_csv(sweep / "trials.csv")) == 2
+    assert load_config(sweep / "best_config.yaml").phase1.epochs >= 1
+    cv = json.loads((next(runs.glob("*_demo_cv")) / "cv.json").read_text())
+    assert cv["folds"] == 2

@@ -65,17 +65,20 @@ def run_notebook(
     overrides: str = "",
     notebooks_dir: str | Path = "notebooks",
     extra_parameters: dict | None = None,
+    notebook: str | None = None,
 ) -> Path:
     """Execute the notebook behind a make target; return the executed copy's path.
 
-    The executed notebook lands in ``outputs/runs/<run-id>/notebooks/`` of the run it
-    produced (or of a new run directory when it failed before producing one).
+    ``notebook`` runs another notebook in the target's place (08_experiments.ipynb files
+    its copy with the compare run it ends with). The executed notebook lands in
+    ``outputs/runs/<run-id>/notebooks/`` of the run it produced (or of a new run
+    directory when it failed before producing one).
     """
     import papermill
     from nbclient.exceptions import DeadKernelError
 
     cfg = load_config(config, overrides)  # fail here, before starting a kernel, on a bad config
-    notebook, stage = STAGES[target].notebook, STAGES[target].run_kind
+    notebook, stage = notebook or STAGES[target].notebook, STAGES[target].run_kind
     runs_root = Path(cfg.output_dir) / "runs"
     staging = runs_root / ".executing" / f"{time.strftime('%Y%m%d-%H%M%S')}_{notebook}"
     staging.parent.mkdir(parents=True, exist_ok=True)
