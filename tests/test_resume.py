@@ -79,6 +79,9 @@ def kill_and_resume(root: Path, point: str):
     output, _ = process.communicate(timeout=300)
     assert process.returncode == -9, output  # it died by SIGKILL, where the test said
     cfg = tiny_config(root, **REPRODUCIBLE)
+    # What a SIGKILL inside model.save leaves: a hidden, half-written temporary.
+    folder = Path(cfg.checkpoints_dir) / cfg.model_name
+    (folder / ".phase1_e0003.keras.0badf00d.keras").write_bytes(b"half a model")
     state = json.loads((Path(cfg.checkpoints_dir) / "demo" / "phase1_state.json").read_text())
     result = train_phase(cfg, "phase1")
     return cfg, state, result
@@ -99,9 +102,12 @@ def test_killed_during_the_checkpoint_write_resumes_bit_exact(tmp_path, uninterr
     assert state["epoch"] == 2 and state["last_file"] == "phase1_e0002.keras"
     check_bit_exact(cfg, result, uninterrupted)
     # Only the checkpoints the final state names are left.
-    left = sorted(p.name for p in (Path(cfg.checkpoints_dir) / "demo").glob("*.keras"))
-    final = json.loads((Path(cfg.checkpoints_dir) / "demo" / "phase1_state.json").read_text())
+    folder = Path(cfg.checkpoints_dir) / "demo"
+    left = sorted(p.name for p in folder.glob("*.keras"))
+    final = json.loads((folder / "phase1_state.json").read_text())
     assert left == sorted({final["last_file"], final["best_file"]})
+    # The killed writes' temporaries (the model's, planted; the state's, real) are gone.
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.slow

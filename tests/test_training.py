@@ -331,6 +331,28 @@ def test_schedules():
     assert int(np.argmax(values)) == 30 and values[-1] == pytest.approx(1e-6)
 
 
+def test_metrics_log_the_rate_an_epoch_trained_with_not_the_lowered_next_one(tmp_path):
+    from transferlab.runs import PhasePaths
+    from transferlab.training.checkpoints import EpochCheckpoint, ResumablePlateau
+    from transferlab.training.state import PhaseState
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    plateau = ResumablePlateau(monitor="val_accuracy", mode="max", factor=0.5, patience=1)
+    state = PhaseState("phase1", str(tmp_path), "val_accuracy", {})
+    paths = PhasePaths.of(tiny_config(tmp_path), "phase1")
+    rows = []
+    checkpoint = EpochCheckpoint(paths, state, rows, tmp_path / "m.csv", 0, plateau, write=False)
+    for callback in (plateau, checkpoint):  # in train_phase's order
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch in range(3):  # no improvement after epoch 1: the plateau halves the rate
+        for callback in (plateau, checkpoint):
+            callback.on_epoch_end(epoch, {"loss": 1.0, "val_accuracy": 0.5})
+    assert [row["learning_rate"] for row in rows] == pytest.approx([0.1, 0.1, 0.05])
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.025)
+
+
 def run_python(code: str, extra_env: dict | None = None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     return subprocess.Popen(

@@ -7,6 +7,7 @@ Run directories, best-model and checkpoint paths, atomic writes, and the
 from transferlab.runs.files import (
     atomic_path,
     read_json,
+    remove_temporaries,
     write_json,
     write_text,
     write_with,
@@ -32,6 +33,7 @@ __all__ = [
     "new_run_dir",
     "read_json",
     "read_metrics",
+    "remove_temporaries",
     "splits_dir",
     "write_json",
     "write_metrics",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -49,6 +50,22 @@ def temporary_file(path: Path, suffix: str) -> str:
             return str(tmp)
         except FileExistsError:
             continue
+
+
+def remove_temporaries(folder: str | Path, prefix: str) -> list[Path]:
+    """Delete the temporaries ``temporary_file`` left for files named ``prefix...``.
+
+    ``atomic_path`` removes its temporary however the block ends, except when the
+    process is killed (SIGKILL, a lost machine) mid-write: then a hidden
+    ``.<name>.<hex><suffix>`` file, hundreds of MB for a checkpoint, stays. Call this
+    only while no other process can be writing those files (e.g. under the phase lock).
+    """
+    pattern = re.compile(rf"\.{re.escape(prefix)}.*\.[0-9a-f]{{8}}(\.\w+)?")
+    folder = Path(folder)
+    stale = [p for p in folder.glob(f".{prefix}*") if pattern.fullmatch(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def sync_file(path: str | Path) -> None:

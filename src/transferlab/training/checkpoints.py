@@ -21,11 +21,16 @@ from transferlab.training.state import PhaseState, commit
 
 
 class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
-    """ReduceLROnPlateau whose counters can be saved and restored."""
+    """ReduceLROnPlateau whose counters can be saved and restored.
+
+    ``trained_with`` is the learning rate of the epoch that just ended: at its end this
+    callback may already have lowered the optimizer's rate for the next one.
+    """
 
     def __init__(self, saved: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.saved = saved
+        self.trained_with: float | None = None
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -34,12 +39,21 @@ class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
             self.best = self.saved["best"]
             self.cooldown_counter = self.saved["cooldown_counter"]
 
+    def on_epoch_end(self, epoch, logs=None):
+        self.trained_with = current_learning_rate(self.model)
+        super().on_epoch_end(epoch, logs)
+
     def state(self) -> dict:
         return {
             "wait": self.wait,
             "best": float(self.best),
             "cooldown_counter": self.cooldown_counter,
         }
+
+
+def current_learning_rate(model) -> float:
+    """The optimizer's learning rate now (a schedule's value at the current step)."""
+    return float(ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 class ReseedEachEpoch(keras.callbacks.Callback):
@@ -101,7 +115,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.nan_batch = self.nan_batch or (epoch + 1, 0)
             self.model.stop_training = True
             return
-        learning_rate = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        # The rate this epoch trained with, not the one a plateau just set for the next.
+        plateau = self.plateau
+        learning_rate = (
+            plateau.trained_with
+            if plateau is not None and plateau.trained_with is not None
+            else current_learning_rate(self.model)
+        )
         row = metrics_row(epoch + 1, logs, learning_rate, time.perf_counter() - self.started)
         self.rows.append(row)
         state = self.state

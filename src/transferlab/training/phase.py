@@ -49,6 +49,7 @@ from transferlab.runs import (
     new_run_dir,
     read_json,
     read_metrics,
+    remove_temporaries,
     write_json,
     write_with,
 )
@@ -133,6 +134,8 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     phase_cfg = cfg.phase(phase)
     started = time.perf_counter()
     check_tracking(cfg)  # an unreachable MLflow store stops the phase before any work
+    if is_chief():
+        remove_killed_writes(paths, phase)
     start = phase1_start(cfg, phase)
     configure_randomness(cfg)
     policy = set_precision(cfg.train.mixed_precision)
@@ -283,6 +286,18 @@ def phase1_start(cfg: Config, phase: str) -> Phase1Start:
         except (ValueError, TypeError):
             pass  # no score to beat: phase 2 keeps its own best
     return Phase1Start(phase1.best, file_hash(phase1.best), best)
+
+
+def remove_killed_writes(paths: PhasePaths, phase: str) -> None:
+    """Delete the hidden temporaries of checkpoints and models a killed run was writing.
+
+    Safe here: the phase lock is held, so no other run of this phase is mid-write.
+    """
+    removed = remove_temporaries(paths.folder, f"{phase}_")
+    removed += remove_temporaries(paths.best.parent, paths.best.name)
+    if removed:
+        names = ", ".join(p.name for p in removed)
+        print(f"[transferlab] removed the half-written file(s) a killed run left: {names}")
 
 
 def configure_randomness(cfg: Config) -> None:
