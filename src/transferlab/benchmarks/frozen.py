@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 
 from transferlab.benchmarks.pipeline import write_synthetic_folder
-from transferlab.benchmarks.timing import figure
+from transferlab.benchmarks.timing import figure, ratio_figure
 from transferlab.config import Config
 
 # The goals: cached phase 1 at least this many times faster, per epoch count.
@@ -112,19 +112,9 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
         }
         cached_row = figure("phase1_cached", "s", seconds[True], epochs=epochs)
         e2e_row = figure("phase1_end_to_end", "s", seconds[False], epochs=epochs)
-        ratio = e2e_row["median"] / cached_row["median"]
         goal = FROZEN_GOALS.get(epochs)
-        ratio_row = {
-            "figure": "speedup",
-            "unit": "x",
-            "median": ratio,
-            # Bounds: fastest end to end over slowest cached, and the reverse.
-            "min": e2e_row["min"] / cached_row["max"],
-            "max": e2e_row["max"] / cached_row["min"],
-            "epochs": epochs,
-            "goal": goal,
-            "goal_met": None if goal is None else ratio >= goal,
-        }
+        ratio_row = ratio_figure("speedup", e2e_row, cached_row, epochs=epochs, goal=goal)
+        ratio_row["goal_met"] = None if goal is None else ratio_row["median"] >= goal
         figures += [cached_row, e2e_row, ratio_row]
     losses = {(r["epochs"], r["cached"]): r["val_loss"] for r in results}
     return {

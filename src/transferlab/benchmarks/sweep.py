@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transferlab.benchmarks.frozen import frozen_config
 from transferlab.benchmarks.pipeline import write_synthetic_folder
-from transferlab.benchmarks.timing import figure
+from transferlab.benchmarks.timing import figure, ratio_figure
 from transferlab.config import Config
 
 # The goal: the sweep takes at most this many end-to-end phase 1s of its epochs.
@@ -48,18 +48,8 @@ def sweep_speed(cfg: Config, work_dir: Path, frozen: dict) -> dict:
         r for r in frozen["figures"] if r["figure"] == "phase1_end_to_end" and r["epochs"] == epochs
     )
     baseline_row = {**e2e, "figure": "phase1_end_to_end"}
-    ratio = sweep_row["median"] / e2e["median"]
-    ratio_row = {
-        "figure": "sweep_over_phase1",
-        "unit": "x",
-        "median": ratio,
-        # Bounds: fastest sweep over slowest phase 1, and the reverse.
-        "min": sweep_row["min"] / e2e["max"],
-        "max": sweep_row["max"] / e2e["min"],
-        "epochs": epochs,
-        "goal": SWEEP_GOAL,
-        "goal_met": ratio <= SWEEP_GOAL,
-    }
+    ratio_row = ratio_figure("sweep_over_phase1", sweep_row, e2e, epochs=epochs, goal=SWEEP_GOAL)
+    ratio_row["goal_met"] = ratio_row["median"] <= SWEEP_GOAL
     return {
         "benchmark": "sweep_speed",
         "backbone": cfg.model.backbone,

@@ -40,6 +40,19 @@ def figure(name: str, unit: str, values: list[float], **labels) -> dict:
     }
 
 
+def ratio_figure(name: str, top: dict, bottom: dict, **labels) -> dict:
+    """``top`` over ``bottom`` (two figures): the ratio of medians, with bounds that pair
+    the fastest of one with the slowest of the other, and the reverse."""
+    return {
+        "figure": name,
+        "unit": "x",
+        "median": top["median"] / bottom["median"],
+        "min": top["min"] / bottom["max"],
+        "max": top["max"] / bottom["min"],
+        **labels,
+    }
+
+
 def rates(count: int, seconds: list[float]) -> list[float]:
     return [count / s for s in seconds]
 

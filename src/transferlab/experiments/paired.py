@@ -34,12 +34,7 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     of ``b + c`` (statsmodels' ``mcnemar(exact=True)``). ``difference`` is B's accuracy
     minus A's.
     """
-    a_right, b_right = paired_booleans(correct_a, correct_b)
-    n = len(a_right)
-    both = int(np.sum(a_right & b_right))
-    b = int(np.sum(a_right & ~b_right))
-    c = int(np.sum(~a_right & b_right))
-    neither = n - both - b - c
+    n, both, b, c, neither = contingency(correct_a, correct_b)
     p = 1.0 if b + c == 0 else float(mcnemar([[both, b], [c, neither]], exact=True).pvalue)
     return {
         "n": n,
@@ -63,12 +58,7 @@ def accuracy_difference_interval(correct_a, correct_b, confidence: float = 0.95)
     correctness, so it stays inside [-1, 1] and behaves on small samples, where the
     Wald interval does not (Newcombe 1998, Statistics in Medicine 17:2635).
     """
-    a_right, b_right = paired_booleans(correct_a, correct_b)
-    n = len(a_right)
-    both = int(np.sum(a_right & b_right))
-    b = int(np.sum(a_right & ~b_right))
-    c = int(np.sum(~a_right & b_right))
-    neither = n - both - b - c
+    n, both, b, c, neither = contingency(correct_a, correct_b)
     p_a, p_b = (both + b) / n, (both + c) / n
     alpha = 1 - confidence
     low_a, high_a = proportion_confint(both + b, n, alpha=alpha, method="wilson")
@@ -94,6 +84,15 @@ def correlation(both: int, b: int, c: int, neither: int) -> float:
     """Phi, the correlation of the two runs' correctness; 0 when a margin is empty."""
     denominator = (both + b) * (c + neither) * (both + c) * (b + neither)
     return (both * neither - b * c) / math.sqrt(denominator) if denominator else 0.0
+
+
+def contingency(correct_a, correct_b) -> tuple[int, int, int, int, int]:
+    """n, both right, only A right (b), only B right (c), both wrong: the paired 2x2 table."""
+    a_right, b_right = paired_booleans(correct_a, correct_b)
+    both = int(np.sum(a_right & b_right))
+    b = int(np.sum(a_right & ~b_right))
+    c = int(np.sum(~a_right & b_right))
+    return len(a_right), both, b, c, len(a_right) - both - b - c
 
 
 def paired_booleans(correct_a, correct_b) -> tuple[np.ndarray, np.ndarray]:
