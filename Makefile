@@ -21,7 +21,7 @@ space := $(subst ,, )
 
 RUN_STAGE = $(BIN)/python -m transferlab $(1) --notebook --config "$(CONFIG)" --set "$(SET)"
 
-.PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam predict report export bench compare lr-find sweep cv clean
+.PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam predict report export bench compare lr-find sweep cv data-health clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -90,6 +90,9 @@ sweep: setup ## Optuna search of the head's settings on cached features: make sw
 
 cv: setup ## k-fold cross-validation over train + val: make cv [K=5]
 	$(BIN)/python -m transferlab cv --config "$(CONFIG)" --set "$(SET)$(if $(K), cv.folds=$(K))"
+
+data-health: setup ## Near-duplicates across splits, likely label errors, outliers (a page of grids)
+	$(call RUN_STAGE,data-health)
 
 clean: ## Remove outputs, models and checkpoints (keeps .venv)
 	rm -rf outputs/* models/* checkpoints/* .pytest_cache .ruff_cache

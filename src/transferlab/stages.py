@@ -33,6 +33,12 @@ STAGES = {
     "prepare-data": Stage(
         "transferlab.data:prepare_data", "01_explore_data.ipynb", "data", "Load, split, audit"
     ),
+    "data-health": Stage(
+        "transferlab.data.health.run:data_health",
+        "09_data_health.ipynb",
+        "data_health",
+        "Near-duplicates across splits, likely label errors, outliers",
+    ),
     "train-phase1": Stage(
         "transferlab.training:train_phase",
         "02_train_phase1.ipynb",

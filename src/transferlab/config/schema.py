@@ -23,10 +23,22 @@ BATCH_AUGMENTATIONS = ("mixup", "cutmix")
 AUGMENTATIONS = IMAGE_AUGMENTATIONS + BATCH_AUGMENTATIONS
 # Augmentations that move pixels (randaugment rotates, shears and translates).
 GEOMETRIC_AUGMENTATIONS = ("flip", "rotation", "zoom", "translation", "randaugment")
+# Augmentations whose Keras layers cannot be XLA-compiled (supports_jit=False: their
+# image transforms have no XLA kernel); Keras would quietly train without XLA.
+XLA_INCOMPATIBLE_AUGMENTATIONS = ("rotation", "zoom", "translation", "randaugment")
 
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used as it is."""
+
+
+def switch(on: str, off: str) -> dict:
+    """Field metadata for a text key that also takes on/off, yes/no, true/false.
+
+    YAML reads those words as booleans, so ``SET='train.mixed_precision=off'`` arrives
+    as False; loading turns True into ``on`` and False into ``off``.
+    """
+    return {"switch": {True: on, False: off}}
 
 
 @dataclass
@@ -55,6 +67,9 @@ class DataConfig:
     boxes_column: str | None = None
     box_units: Literal["pixels", "relative"] = "pixels"
     max_boxes: int = 4
+    # A CSV of decisions (path or sample_id, action drop|relabel|keep, new_label) applied
+    # at load; notebooks/09_data_health.ipynb writes it. Nothing on disk is changed.
+    corrections: str | None = None
 
     def check(self) -> None:
         if len(self.splits) != 3 or any(f < 0 for f in self.splits):
@@ -131,7 +146,8 @@ class PhaseConfig:
     warmup_epochs: int = 0
     # Early-stopping patience in epochs; 0 turns early stopping off.
     patience: int = 5
-    # First backbone stage to train ("conv5", "conv4", "all"); None keeps it frozen.
+    # First backbone stage to train ("conv5", "conv4", "all"); None keeps it frozen. Set
+    # for phase 1, the phase trains end to end from that stage (no feature cache).
     unfreeze_from: str | None = None
 
     def check(self, section: str) -> None:
@@ -156,8 +172,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     class_weight: Literal["none", "balanced"] = "none"
     clip_norm: float | None = None
-    # "auto" uses mixed_float16 on a GPU and float32 on a CPU.
-    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    # "auto": bfloat16 on GPUs of compute capability 8.0 or more (A100, H100, RTX 30xx+),
+    # float16 on older GPUs, float32 on a CPU. "float16", "bfloat16" force that mixed
+    # precision anywhere; "off" is float32. "on" (or true) is float16, as it always was.
+    mixed_precision: Literal["auto", "float16", "bfloat16", "off", "on"] = field(
+        default="auto", metadata=switch(on="on", off="off")
+    )
     xla: bool = False
     # Cache backbone features in phase 1 when no augmentation is active.
     cache_features: bool = True
@@ -188,6 +208,9 @@ class EvalConfig:
     # Fit temperature scaling on the val split; predict and export then use it.
     calibrate: bool = False
     calibration_bins: int = 15
+    # Also report the test metrics without the images in a cross-split near-duplicate
+    # group (found by make data-health), as metrics.json's "without_near_duplicates".
+    exclude_near_duplicates: bool = False
 
     def check(self) -> None:
         check_min("eval.top_k", self.top_k, 1)
@@ -310,10 +333,30 @@ class CVConfig:
 
 
 @dataclass
+class HealthConfig:
+    """``make data-health``: near-duplicates, likely label errors, outliers."""
+
+    # Cosine similarity of two images' perceptual descriptors from which they are
+    # near-duplicates (copies re-encoded, resized or cropped a little stay above ~0.82).
+    duplicate_similarity: float = 0.75
+    # The same for cached backbone features, where they exist (0 turns that search off).
+    feature_similarity: float = 0.98
+    # Images per grid on the data-health page and in the notebook.
+    shown: int = 24
+
+    def check(self) -> None:
+        check_min("health.shown", self.shown, 1)
+        for key in ("duplicate_similarity", "feature_similarity"):
+            value = getattr(self, key)
+            if not 0 <= value < 1:
+                raise ConfigError(f"health.{key}={value}: must be in [0, 1), e.g. 0.75")
+
+
+@dataclass
 class TrackingConfig:
     # MLflow tracking URI (a folder, sqlite:///file.db or http://host:5000), or "on" for
-    # sqlite:///<output_dir>/mlflow.db; empty turns tracking off.
-    mlflow: str = ""
+    # sqlite:///<output_dir>/mlflow.db; empty (or off) turns tracking off.
+    mlflow: str = field(default="", metadata=switch(on="on", off=""))
 
 
 @dataclass
@@ -403,6 +446,7 @@ class Config:
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     cv: CVConfig = field(default_factory=CVConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
@@ -423,9 +467,11 @@ class Config:
         self.lr_find.check()
         self.sweep.check()
         self.cv.check()
+        self.health.check()
         self.report.check()
         self.bench.check()
         self.check_inputs()
+        self.check_xla()
 
     def check_inputs(self) -> None:
         """model.inputs needs the data columns it reads; batch mixing needs images alone."""
@@ -462,6 +508,17 @@ class Config:
                 f"boxes (data.boxes_column={data.boxes_column}) as numbers that would not move "
                 "with them. Use contrast or brightness, or model.inputs=roi (it crops to the "
                 "box before augmenting), or fusion on metadata alone (no data.boxes_column)"
+            )
+
+    def check_xla(self) -> None:
+        """Refuse train.xla with an augmentation Keras cannot compile (it would drop XLA)."""
+        blocking = [a for a in self.model.augmentation if a in XLA_INCOMPATIBLE_AUGMENTATIONS]
+        if self.train.xla and blocking:
+            compilable = [a for a in AUGMENTATIONS if a not in XLA_INCOMPATIBLE_AUGMENTATIONS]
+            raise ConfigError(
+                f"train.xla=true cannot compile model.augmentation {blocking} (Keras has no "
+                "XLA kernel for their image transforms and would quietly train without "
+                f"XLA). Set train.xla=false, or augment with {', '.join(compilable)} only"
             )
 
     @property

@@ -15,6 +15,7 @@ from transferlab.data.core import SPLIT_NAMES, DataError
 from transferlab.data.dataset import ImageDataset, take_subset
 from transferlab.data.digits import load_digits
 from transferlab.data.files import load_csv, load_folder
+from transferlab.data.health.corrections import apply_corrections, read_corrections
 from transferlab.data.images import IMAGE_SUFFIXES, read_image, resize_pixels
 from transferlab.data.splits import Splits, prepare_splits
 
@@ -40,11 +41,15 @@ SOURCES = {
 
 
 def load_dataset(cfg: Config) -> ImageDataset:
-    """Load the dataset the config names (``data.kind``)."""
+    """Load the dataset the config names (``data.kind``), with ``data.corrections`` applied."""
     dataset = SOURCES[cfg.data.kind](cfg)
     dataset.name = cfg.dataset_name
+    # Checked against every image, applied after the subset, so the subset stays the same.
+    corrections = read_corrections(cfg.data.corrections, dataset) if cfg.data.corrections else None
     if cfg.data.subset_per_class:
         dataset = take_subset(dataset, cfg.data.subset_per_class, cfg.seed)
+    if corrections is not None:
+        dataset = apply_corrections(dataset, corrections)
     return dataset
 
 

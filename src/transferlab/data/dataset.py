@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ class ImageDataset:
     skipped: list[dict] = field(default_factory=list)
     # Metadata and boxes of CSV datasets that name them (data.metadata_columns, boxes_column).
     side: SideInputs | None = None
+    # The data.corrections applied at load (a data.health.corrections.Corrections), if
+    # any; typed loosely because that module builds datasets (no import cycle).
+    corrections: Any = None
 
     @property
     def num_classes(self) -> int:

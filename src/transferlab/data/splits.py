@@ -48,7 +48,13 @@ def split_settings(cfg: Config, dataset: ImageDataset) -> dict:
         "seed": cfg.seed,
         "num_samples": len(dataset.table),
         "class_names": dataset.class_names,
+        # Only with data.corrections, so splits saved before it existed still match.
+        **({"corrections": dataset.corrections.record()} if dataset.corrections else {}),
     }
+
+
+# Settings a corrections file changes: the saved splits are then adjusted, not re-made.
+CORRECTED = {"corrections", "num_samples"}
 
 
 def prepare_splits(cfg: Config, dataset: ImageDataset) -> Splits:
@@ -57,8 +63,10 @@ def prepare_splits(cfg: Config, dataset: ImageDataset) -> Splits:
     settings = split_settings(cfg, dataset)
     if (directory / "settings.json").is_file():
         saved = read_json(directory / "settings.json")
-        if saved != settings:
-            changed = sorted(k for k in settings if saved.get(k) != settings[k])
+        changed = sorted(k for k in {*settings, *saved} if saved.get(k) != settings.get(k))
+        if changed and set(changed) <= CORRECTED:
+            return correct_saved_splits(directory, dataset, settings)
+        if changed:
             raise DataError(
                 f"the splits saved in {directory} were made with other settings "
                 f"({', '.join(changed)}). Delete that folder to make new splits (phase 1 "
@@ -72,8 +80,72 @@ def prepare_splits(cfg: Config, dataset: ImageDataset) -> Splits:
     write_json(directory / "balance.json", class_balance(splits, dataset.class_names))
     write_skipped(directory / "skipped.csv", dataset.skipped)
     write_json(directory / "settings.json", settings)
+    write_corrections_record(directory, dataset, assignment)
     warn_about(audit)
     return splits
+
+
+def correct_saved_splits(directory: Path, dataset: ImageDataset, settings: dict) -> Splits:
+    """The saved splits with data.corrections applied: every other image stays in its split.
+
+    Dropped images leave their split, relabelled ones keep it with their new label, and
+    an image no longer dropped goes back to the split it had (train if unknown).
+    """
+    saved = read_splits(directory)
+    was_in = {str(s): n for n in SPLIT_NAMES for s in saved[n]["sample_id"]}
+    earlier = previous_record(directory)
+    was_in = {**{d["sample_id"]: d["split"] for d in earlier.get("dropped", [])}, **was_in}
+    ids = dataset.table["sample_id"].astype(str)
+    assignment = np.array([was_in.get(s, "train") for s in ids], dtype=object)
+    splits = write_splits(directory, dataset, assignment)
+    audit = audit_leakage(dataset, assignment)
+    write_json(directory / "audit.json", {**read_json_or_empty(directory / "audit.json"), **audit})
+    write_json(directory / "balance.json", class_balance(splits, dataset.class_names))
+    write_json(directory / "settings.json", settings)
+    record = write_corrections_record(directory, dataset, assignment, was_in)
+    if record["test_changed"]:
+        warnings.warn(
+            f"data.corrections ({record['file']}) changes the test split: runs evaluated "
+            "before and after it are scored on different images or labels, and make compare "
+            "refuses to pair them. Re-evaluate every model you want to compare",
+            stacklevel=3,
+        )
+    return splits
+
+
+def previous_record(directory: Path) -> dict:
+    return read_json_or_empty(directory / "corrections.json")
+
+
+def read_json_or_empty(path: Path) -> dict:
+    return read_json(path) if path.is_file() else {}
+
+
+def write_corrections_record(
+    directory: Path, dataset: ImageDataset, assignment: np.ndarray, was_in: dict | None = None
+) -> dict:
+    """corrections.json: each dropped and relabelled image with its split, and whether the
+    test split changed (the day checkpoint's Data section reads it)."""
+    path = directory / "corrections.json"
+    if dataset.corrections is None:
+        if path.is_file():
+            path.unlink()  # corrections were taken out: the splits are as made
+        return {"test_changed": False}
+    split_of = dict(zip(dataset.table["sample_id"].astype(str), assignment, strict=True))
+    was_in = was_in or {}
+    dropped = [{"sample_id": s, "split": was_in.get(s, "")} for s in dataset.corrections.drop]
+    relabelled = [
+        {"sample_id": s, "split": split_of.get(s, ""), "new_label": c}
+        for s, c in dataset.corrections.relabel.items()
+    ]
+    record = {
+        "file": dataset.corrections.file,
+        "dropped": dropped,
+        "relabelled": relabelled,
+        "test_changed": any(r["split"] == "test" for r in [*dropped, *relabelled]),
+    }
+    write_json(path, record)
+    return record
 
 
 def write_skipped(path: Path, skipped: list[dict]) -> Path:

@@ -1,0 +1,182 @@
+"""Data health: planted near-duplicates found across splits, corrections, label issues."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from transferlab.data import DataError, load_dataset, prepare_splits
+from transferlab.data.health.duplicates import image_descriptor, near_duplicate_groups
+from transferlab.data.health.labels import internal_oof, rank_label_issues
+from transferlab.data.health.run import data_health
+
+from .conftest import demo_config
+
+
+def textured(rng: np.random.Generator, size: int = 96) -> np.ndarray:
+    """A random picture with structure at several scales (smooth noise and discs)."""
+    import cv2
+
+    image = np.zeros((size, size, 3), np.float32)
+    for scale in (4, 8, 16, 32):
+        noise = rng.normal(size=(size // scale + 2, size // scale + 2, 3)).astype(np.float32)
+        image += cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC) * scale
+    for _ in range(4):
+        centre = tuple(int(v) for v in rng.integers(0, size, 2))
+        colour = tuple(float(v) for v in rng.normal(0, 40, 3))
+        cv2.circle(image, centre, int(rng.integers(8, size // 3)), colour, -1)
+    image = (image - image.min()) / (np.ptp(image) + 1e-6) * 255
+    return image.astype(np.uint8)
+
+
+def altered_copy(rng: np.random.Generator, pixels: np.ndarray) -> Image.Image:
+    """Cropped up to 8%, resized 75-125%, saved as a JPEG of quality 60-95."""
+    image = Image.fromarray(pixels)
+    width, height = image.size
+    cut_w, cut_h = int(width * rng.uniform(0, 0.08)), int(height * rng.uniform(0, 0.08))
+    left, top = int(rng.integers(0, cut_w + 1)), int(rng.integers(0, cut_h + 1))
+    image = image.crop((left, top, width - (cut_w - left), height - (cut_h - top)))
+    scale = rng.uniform(0.75, 1.25)
+    image = image.resize((int(image.width * scale), int(image.height * scale)))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=int(rng.integers(60, 96)))
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """A CSV dataset (train/val/test CSVs) of 60 pictures in 2 classes; altered copies of
+    8 training pictures saved again into the test split."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    rows = {"train": [], "val": [], "test": []}
+    for i in range(60):
+        split = "train" if i < 40 else ("val" if i < 50 else "test")
+        path = folder / f"p{i:02d}.png"
+        Image.fromarray(textured(rng)).save(path)
+        rows[split].append((str(path), f"c{i % 2}"))
+        if i < 8:
+            copy = folder / f"copy_of_p{i:02d}.jpg"
+            altered_copy(rng, np.asarray(Image.open(path))).save(copy)
+            rows["test"].append((str(copy), f"c{i % 2}"))
+    for split, items in rows.items():
+        pd.DataFrame(items, columns=["path", "label"]).to_csv(folder / f"{split}.csv", index=False)
+    cfg = demo_config(
+        tmp_path, {"data.kind": "csv", "data.data_dir": str(folder), "data.name": "planted"}
+    )
+    return cfg, {(f"copy_of_p{i:02d}.jpg", f"p{i:02d}.png") for i in range(8)}
+
+
+def test_planted_copies_are_found_across_splits_with_no_false_pairs(planted):
+    cfg, pairs = planted
+    with pytest.warns(UserWarning, match="near-duplicate images span more than one split"):
+        result = data_health(cfg)
+    found = {
+        tuple(sorted(s["path"].rsplit("/", 1)[-1] for s in g["samples"])) for g in result.groups
+    }
+    assert found == pairs
+    assert all(g["cross_split"] and g["splits"] == ["test", "train"] for g in result.groups)
+    audit = json.loads(
+        (prepare_splits(cfg, load_dataset(cfg)).directory / "audit.json").read_text()
+    )
+    block = audit["near_duplicates"]
+    assert block["cross_split_groups"] == 8 and len(block["test_images_in_cross_split_groups"]) == 8
+    decisions = pd.read_csv(result.run_dir / "decisions.csv", keep_default_na=False)
+    assert set(decisions["action"]) == {"keep"} and len(decisions) == 16
+    assert (result.run_dir / "figures" / "near_duplicates.png").is_file()
+    assert result.label_issues is None  # no k-fold run, no cached features
+
+
+def test_descriptors_of_a_copy_stay_close_to_the_original():
+    rng = np.random.default_rng(0)
+    originals = [textured(rng) for _ in range(30)]
+    copies = [np.asarray(altered_copy(rng, o).convert("RGB")) for o in originals[:10]]
+    table = pd.DataFrame(
+        {
+            "sample_id": [f"o{i}" for i in range(30)] + [f"c{i}" for i in range(10)],
+            "split": ["train"] * 30 + ["test"] * 10,
+            "class_name": "x",
+        }
+    )
+    descriptors = np.stack([image_descriptor(p) for p in originals + copies])
+    groups = near_duplicate_groups(table, descriptors, 0.75)
+    assert sorted(sorted(s["sample_id"] for s in g["samples"]) for g in groups) == sorted(
+        sorted([f"o{i}", f"c{i}"]) for i in range(10)
+    )
+
+
+def write_corrections(path, rows) -> str:
+    pd.DataFrame(rows, columns=["path", "action", "new_label"]).to_csv(path, index=False)
+    return str(path)
+
+
+def test_corrections_drop_and_relabel_keep_every_other_image_in_its_split(tmp_path, image_folder):
+    cfg = demo_config(tmp_path, {"data.kind": "folder", "data.data_dir": str(image_folder)})
+    before = prepare_splits(cfg, load_dataset(cfg))
+    test_id, train_id = before.test["sample_id"][0], before.train["sample_id"][0]
+    relabel_id = before.train["sample_id"][1]
+    cfg.data.corrections = write_corrections(
+        tmp_path / "fix.csv",
+        [
+            (str(image_folder / test_id), "drop", ""),
+            (train_id, "keep", ""),
+            (relabel_id, "relabel", "green" if not relabel_id.startswith("green") else "red"),
+        ],
+    )
+    with pytest.warns(UserWarning, match="changes the test split"):
+        after = prepare_splits(cfg, load_dataset(cfg))
+    for split in ("train", "val", "test"):
+        kept = set(before[split]["sample_id"]) - {test_id}
+        assert set(after[split]["sample_id"]) == kept
+    row = after.train.set_index("sample_id").loc[relabel_id]
+    assert row["class_name"] != relabel_id.split("/")[0]
+    settings = json.loads((after.directory / "settings.json").read_text())
+    assert settings["corrections"]["drop"] == [test_id]
+    record = json.loads((after.directory / "corrections.json").read_text())
+    assert record["test_changed"] and record["dropped"][0]["split"] == "test"
+    # Nothing on disk moved.
+    assert (image_folder / test_id).is_file()
+
+
+def test_bad_correction_lines_are_named_and_nothing_is_applied(tmp_path, image_folder):
+    cfg = demo_config(tmp_path, {"data.kind": "folder", "data.data_dir": str(image_folder)})
+    cfg.data.corrections = write_corrections(
+        tmp_path / "bad.csv",
+        [
+            ("red/red_0.jpg", "drop", ""),
+            ("red/missing.jpg", "drop", ""),
+            ("red/red_1.png", "relabel", "purple"),
+            ("red/red_2.jpg", "burn", ""),
+        ],
+    )
+    with pytest.raises(DataError) as err:
+        load_dataset(cfg)
+    message = str(err.value)
+    assert "nothing was applied" in message
+    assert "line 3: image 'red/missing.jpg' is not in the dataset" in message
+    assert "line 4: relabel 'red/red_1.png' as unknown class 'purple'" in message
+    assert "line 5: unknown action 'burn'" in message
+    assert "line 2" not in message
+
+
+def test_flipped_labels_rank_on_top_of_a_separable_feature_set():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, size=(3, 8))
+    labels = np.repeat(np.arange(3), 100)
+    features = centres[labels] + rng.normal(size=(300, 8))
+    flipped = rng.choice(300, 15, replace=False)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + 1) % 3
+    table = pd.DataFrame(
+        {"sample_id": [str(i) for i in range(300)], "split": "train", "label": noisy}
+    )
+    issues = rank_label_issues(table, internal_oof(features, noisy, seed=0), ["a", "b", "c"])
+    top = set(issues["sample_id"].head(15).astype(int))
+    assert top == set(flipped.tolist())
+    assert (issues["suggested"].head(15) != issues["label"].head(15)).all()
