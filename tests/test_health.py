@@ -180,3 +180,21 @@ def test_flipped_labels_rank_on_top_of_a_separable_feature_set():
     top = set(issues["sample_id"].head(15).astype(int))
     assert top == set(flipped.tolist())
     assert (issues["suggested"].head(15) != issues["label"].head(15)).all()
+
+
+def test_cross_split_groups_are_a_data_finding_and_can_be_left_out(planted):
+    from transferlab.data.health.duplicates import near_duplicate_ids
+    from transferlab.reports.splits import data_findings, data_section, read_splits_files
+
+    cfg, _ = planted
+    directory = prepare_splits(cfg, load_dataset(cfg)).directory
+    with pytest.raises(DataError, match="run make data-health first"):
+        near_duplicate_ids(directory)
+    with pytest.warns(UserWarning):
+        data_health(cfg)
+    assert len(near_duplicate_ids(directory)) == 16
+    files = read_splits_files(cfg)
+    assert [f.rule for f in data_findings(files)] == ["near_duplicates"]
+    section = data_section(cfg, files, [])
+    assert "8 across splits" in section and "near_duplicates.png)" in section
+    assert "**Corrections:** none" in section

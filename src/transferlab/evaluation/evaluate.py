@@ -26,6 +26,7 @@ from sklearn import metrics as skm
 from transferlab.config import Config
 from transferlab.config.schema import did_you_mean
 from transferlab.data import SPLIT_NAMES, DataError, ImageDataset, load_dataset, prepare_splits
+from transferlab.data.health.duplicates import near_duplicate_ids
 from transferlab.evaluation.calibration import save_calibration
 from transferlab.evaluation.figures import (
     plot_confusion_matrix,
@@ -139,6 +140,10 @@ def evaluate(
         )
         metrics["tta_passes"] = cfg.eval.tta
         metrics["tta_accuracy"] = float(skm.accuracy_score(y_true, tta.argmax(axis=1)))
+    if e.exclude_near_duplicates:
+        metrics["without_near_duplicates"] = without_near_duplicates(
+            cfg, splits.directory, table, probabilities, class_names
+        )
 
     calibrated, temperature = None, None
     if e.calibrate:
@@ -180,6 +185,21 @@ def evaluate(
     )
     track_run(cfg, run_dir, "evaluate")
     return EvalResult(run_dir, metrics, predictions, figures)
+
+
+def without_near_duplicates(cfg: Config, directory: Path, table, probabilities, class_names):
+    """The headline metrics without the images in cross-split near-duplicate groups."""
+    left_out = set(near_duplicate_ids(directory))
+    keep = ~table["sample_id"].astype(str).isin(left_out).to_numpy()
+    if not keep.any():
+        return {"num_samples": 0, "excluded": int((~keep).sum())}
+    kept = compute_metrics(
+        table["label"].to_numpy()[keep], probabilities[keep], class_names, cfg.eval.top_k
+    )
+    return {
+        **{k: kept[k] for k in ("accuracy", "macro_f1", "num_samples") if k in kept},
+        "excluded": int((~keep).sum()),
+    }
 
 
 def fit_on_val(model, cfg: Config, dataset: ImageDataset, val: pd.DataFrame, probabilities=None):

@@ -6,6 +6,7 @@ audit.json the leakage audit's result.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ class SplitsFiles:
     balance: dict[str, dict[str, int]] | None = None
     audit: dict[str, Any] | None = None
     skipped: pd.DataFrame | None = None
+    # data.corrections as applied to the splits (corrections.json), if any.
+    corrections: dict[str, Any] | None = None
 
 
 def read_splits_files(cfg: Config) -> SplitsFiles:
@@ -42,6 +45,8 @@ def read_splits_files(cfg: Config) -> SplitsFiles:
         files.balance = read_json(folder / "balance.json")
     if (folder / "audit.json").is_file():
         files.audit = read_json(folder / "audit.json")
+    if (folder / "corrections.json").is_file():
+        files.corrections = read_json(folder / "corrections.json")
     if (folder / "skipped.csv").is_file():
         files.skipped = pd.read_csv(folder / "skipped.csv", dtype=str)
     return files
@@ -75,7 +80,36 @@ def data_section(cfg: Config, files: SplitsFiles, class_names: list[str]) -> str
     else:
         lines += [split_sizes(files.balance), ""]
     lines += [skipped_text(files), "", audit_text(files.audit), ""]
+    lines += [near_duplicates_text(cfg, files), "", corrections_text(files.corrections), ""]
     return "\n".join(lines).rstrip()
+
+
+def near_duplicates_text(cfg: Config, files: SplitsFiles) -> str:
+    """The near-duplicate audit's result, with the cross-split groups' thumbnails."""
+    block = (files.audit or {}).get("near_duplicates")
+    if block is None:
+        return "**Near-duplicates:** _not audited (make data-health)_"
+    text = (
+        f"**Near-duplicates:** {len(block['groups'])} group(s), "
+        f"{block['cross_split_groups']} across splits (audit.json)."
+    )
+    figure = files.folder / "near_duplicates.png"
+    if block["cross_split_groups"] and figure.is_file():
+        link = os.path.relpath(figure.resolve(), Path(cfg.report.output_dir).resolve())
+        text += f"\n\n![near-duplicates across splits]({link})"
+    return text
+
+
+def corrections_text(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "**Corrections:** none (`data.corrections` not set)."
+    text = (
+        f"**Corrections:** `{record['file']}`: {len(record['dropped'])} image(s) dropped, "
+        f"{len(record['relabelled'])} relabelled."
+    )
+    if record.get("test_changed"):
+        text += " The test split changed: scores from before are on other images or labels."
+    return text
 
 
 def split_sizes(balance: dict[str, dict[str, int]]) -> str:

@@ -19,8 +19,10 @@ near-identical. Pairs are joined into groups (connected components).
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -29,6 +31,7 @@ from scipy.fft import dctn
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from transferlab.data.core import DataError
 from transferlab.data.dataset import ImageDataset
 from transferlab.data.images import read_image, resize_pixels
 
@@ -190,3 +193,19 @@ def near_duplicate_block(groups: list[dict], images: int, threshold: float) -> d
             }
         ),
     }
+
+
+def near_duplicate_ids(directory: Path) -> list[str]:
+    """Sample ids in a near-duplicate group spanning splits, from the splits' audit.json.
+
+    Raises ``DataError`` when the near-duplicate audit has not run (make data-health).
+    """
+    path = directory / "audit.json"
+    audit = json.loads(path.read_text()) if path.is_file() else {}
+    if "near_duplicates" not in audit:
+        raise DataError(
+            f"eval.exclude_near_duplicates=true needs the near-duplicate audit in {path}; "
+            "run make data-health first (same CONFIG), or set eval.exclude_near_duplicates=false"
+        )
+    groups = audit["near_duplicates"]["groups"]
+    return sorted({s["sample_id"] for g in groups if g["cross_split"] for s in g["samples"]})

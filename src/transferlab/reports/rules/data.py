@@ -85,7 +85,28 @@ def check_leakage(audit: dict[str, Any]) -> list[Finding]:
                 {"shared_groups": len(groups)},
             )
         )
+    findings += check_near_duplicates(audit.get("near_duplicates") or {})
     return findings
+
+
+def check_near_duplicates(block: dict[str, Any]) -> list[Finding]:
+    """Near-duplicate groups across splits (make data-health's block of audit.json)."""
+    crossing = block.get("cross_split_groups", 0)
+    if not crossing:
+        return []
+    tests = len(block.get("test_images_in_cross_split_groups", []))
+    return [
+        Finding(
+            "near_duplicates",
+            "warning",
+            f"{crossing} group(s) of near-duplicate images (re-encoded, resized or cropped "
+            f"copies) span splits, {tests} test image(s) among them: test scores may be "
+            "optimistic",
+            "review them in notebooks/09_data_health.ipynb and drop the copies through "
+            "data.corrections, or evaluate with eval.exclude_near_duplicates=true",
+            {"cross_split_groups": crossing, "test_images": tests},
+        )
+    ]
 
 
 def skipped_reasons(skipped: pd.DataFrame) -> pd.Series:
