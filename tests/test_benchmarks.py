@@ -39,6 +39,7 @@ def bench(tmp_path_factory):
             "lr_find.steps": 10,
             "lr_find.seeds": 1,
             "bench.sweep_trials": 2,
+            "bench.health_images": 40,
         },
     )
     run_benchmarks(cfg)
@@ -52,6 +53,7 @@ def bench(tmp_path_factory):
         "scan_speed",
         "lr_find_speed",
         "sweep_speed",
+        "health_speed",
     ]
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in names}
     return {"results": results, "out": out, "summary": tmp / "benchmarks.md"}
@@ -238,3 +240,13 @@ def test_phase_seconds_reads_each_length_from_one_run():
     clock.ends = [12.0, 13.0, 14.5]  # setup took 10 s from the start at 2.0
     # After its last epoch the run saved and summarized for 1.5 s: each length does that.
     assert phase_seconds(2.0, clock, 16.0, [1, 3]) == {1: 11.5, 3: 14.0}
+
+
+def test_health_speed_times_near_duplicates_and_scores_label_errors(bench):
+    result = bench["results"]["health_speed"]
+    small, large = result["figures"]
+    assert (small["images"], large["images"]) == (40, 160)
+    check_figure(small)
+    assert result["recall"] >= 0.95 and result["wrong_share"] <= 0.01
+    assert result["label_errors"]["flipped"] == 20 and result["label_errors"]["recall"] > 0.5
+    assert "## 9. Data health" in bench["summary"].read_text()

@@ -12,6 +12,8 @@
 7. ``lr_find_speed``: the phase-1 learning-rate finder (`make lr-find`) on cached features.
 8. ``sweep_speed``: a whole `make sweep` (features computed once, every trial's head trained
    on them) against one end-to-end phase 1 of the same epochs.
+9. ``health_speed``: the near-duplicate search at N and 4N images (time per 10,000, growth,
+   planted-pair recall) and label-error precision/recall with 5% flipped digits labels.
 
 Every benchmark returns a dict with ``figures``: rows of median, min and max over
 ``bench.repeats`` timed runs. Model timing uses Keras APIs only (``predict_on_batch``,
@@ -28,6 +30,7 @@ from pathlib import Path
 from transferlab.benchmarks.evaluation import evaluate_memory, scan_speed
 from transferlab.benchmarks.frozen import frozen_phase
 from transferlab.benchmarks.hardware import count_flops, hardware_limit, matmul_peak, model_speed
+from transferlab.benchmarks.health import health_speed
 from transferlab.benchmarks.lr_find import lr_find_speed
 from transferlab.benchmarks.pipeline import pipeline_overhead, pipeline_scaling, stream_folder
 from transferlab.benchmarks.sweep import sweep_speed
@@ -59,7 +62,7 @@ def save_result(result: dict, out_dir: Path) -> Path:
 
 
 def run_benchmarks(cfg: Config) -> str:
-    """The `make bench` stage: all eight benchmarks, their files and the summary table."""
+    """The `make bench` stage: all nine benchmarks, their files and the summary table."""
     from transferlab.benchmarks.report import write_summary
 
     out_dir = Path(cfg.output_dir) / "bench"
@@ -92,5 +95,6 @@ def run_benchmarks(cfg: Config) -> str:
         keep(scan_speed(cfg, work))
         keep(lr_find_speed(cfg, work))
         keep(sweep_speed(cfg, work, frozen))
+        keep(health_speed(cfg))
     summary = write_summary(results, machine, Path(cfg.bench.summary))
     return f"results in {out_dir}, summary in {summary}"

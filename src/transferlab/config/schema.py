@@ -399,6 +399,8 @@ class BenchConfig:
     eval_images: int = 64
     # Folder scan: the first scan of this many files against the second.
     scan_files: int = 20000
+    # Data health: near-duplicate search timed at N and 4N synthetic pictures.
+    health_images: int = 2500
     # Image sides of the model-speed benchmark, besides model.image_size.
     model_sizes: list[int] = field(default_factory=lambda: [224])
     # Square matmul sizes for the measured float32 peak (the best median wins).
@@ -416,6 +418,7 @@ class BenchConfig:
         check_min("bench.file_size", self.file_size, 8)
         check_min("bench.eval_images", self.eval_images, 20)
         check_min("bench.scan_files", self.scan_files, 1)
+        check_min("bench.health_images", self.health_images, 20)
         if not self.frozen_epochs or min(self.frozen_epochs) < 1:
             raise ConfigError(
                 f"bench.frozen_epochs={self.frozen_epochs}: give epoch counts of at least 1"

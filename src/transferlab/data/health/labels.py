@@ -78,7 +78,9 @@ def rank_label_issues(
     from cleanlab.filter import find_label_issues
 
     labels = table["label"].to_numpy(int)
-    ranked = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence")
+    ranked = find_label_issues(
+        labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1
+    )
     rows = table.iloc[ranked]
     return pd.DataFrame(
         {
