@@ -98,6 +98,34 @@ def test_bad_values_name_key_value_and_allowed(override, message):
         load_config(None, override)
 
 
+@pytest.mark.parametrize(
+    ("word", "precision"),
+    [("off", "off"), ("false", "off"), ("on", "on"), ("true", "on"), ("bfloat16", "bfloat16")],
+)
+def test_mixed_precision_takes_switch_words_from_make(word, precision):
+    # YAML reads on/off/true/false as booleans; the key is declared a switch.
+    assert load_config(None, f"train.mixed_precision={word}").train.mixed_precision == precision
+
+
+def test_mixed_precision_other_values_name_the_choices():
+    with pytest.raises(
+        ConfigError,
+        match=r"'fp16' is not allowed; did you mean 'float16'.*"
+        r"auto, float16, bfloat16, off, on",
+    ):
+        load_config(None, "train.mixed_precision=fp16")
+
+
+@pytest.mark.parametrize("augmentation", ["rotation", "zoom", "translation", "randaugment"])
+def test_xla_refuses_augmentations_it_cannot_compile(augmentation):
+    with pytest.raises(
+        ConfigError,
+        match=rf"train.xla=true cannot compile model.augmentation "
+        rf"\['{augmentation}'\].*Set train.xla=false, or augment with flip",
+    ):
+        load_config(None, {"train.xla": True, "model.augmentation": ["flip", augmentation]})
+
+
 def test_folder_kind_needs_data_dir():
     with pytest.raises(ConfigError, match="data.kind=folder needs data.data_dir"):
         load_config(None, {"data.kind": "folder"})

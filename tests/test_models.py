@@ -242,3 +242,16 @@ def test_every_configurable_image_augmentation_has_a_layer():
     from transferlab.models import AUGMENTATION_LAYERS
 
     assert set(AUGMENTATION_LAYERS) == set(IMAGE_AUGMENTATIONS)
+
+
+def test_the_augmentations_xla_refuses_are_the_ones_keras_cannot_compile():
+    from transferlab.config.schema import XLA_INCOMPATIBLE_AUGMENTATIONS
+    from transferlab.models import AUGMENTATION_LAYERS
+
+    def compiles(make) -> bool:
+        model = keras.Sequential([keras.Input((8, 8, 3)), make()])
+        model.compile(loss="mse", jit_compile=True)  # Keras turns it off when it cannot
+        return model.jit_compile
+
+    uncompilable = {n for n, make in AUGMENTATION_LAYERS.items() if not compiles(make)}
+    assert uncompilable == set(XLA_INCOMPATIBLE_AUGMENTATIONS)

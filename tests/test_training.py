@@ -305,18 +305,81 @@ def test_training_options_run_and_the_schedule_moves(tmp_path):
     cfg = tiny_config(
         tmp_path,
         model__backbone="small_resnet",
-        model__augmentation=["mixup", "cutmix"],
+        # Every augmentation XLA can compile (the others are refused with train.xla).
+        model__augmentation=["flip", "contrast", "brightness", "mixup", "cutmix"],
         phase1__epochs=2,
         phase1__optimizer="adamw",
         phase1__schedule="onecycle",
+        phase1__unfreeze_from="conv5",
         train__label_smoothing=0.1,
         train__class_weight="balanced",
         train__clip_norm=1.0,
     )
+    start = build_start_model(cfg)
     result = train_phase(cfg, "phase1")
     metrics = pd.read_csv(result.run_dir / "metrics.csv")
     assert np.isfinite(metrics["loss"]).all()
     assert metrics["learning_rate"].nunique() == 2
+    # phase1.unfreeze_from: end to end, conv5 trained, the stages before it untouched.
+    assert not result.summary["feature_cached"]
+    trained = weights_by_path(load_model(result.model_path))
+    changed = {p for p, w in start.items() if not np.array_equal(w, trained[p])}
+    assert any("conv5_" in p for p in changed)
+    assert not any(f"conv{stage}_" in p for p in changed for stage in (1, 2, 3, 4))
+
+
+@pytest.fixture
+def float32_afterwards():
+    """Training sets Keras's global dtype policy; later tests expect float32."""
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_mixed_precision_trains_and_its_model_reloads_in_float32(
+    tmp_path, precision, float32_afterwards
+):
+    from transferlab.evaluation.gradcam import make_gradcam_heatmap
+    from transferlab.models import compute_dtypes
+
+    cfg = tiny_config(
+        tmp_path,
+        model__backbone="small_resnet",
+        model__image_size=16,
+        train__mixed_precision=precision,
+        phase1__epochs=1,
+    )
+    # Feature-cached: the backbone computes the features in mixed precision, the head
+    # trains in it, and the full model is saved with mixed-precision layers.
+    result = train_phase(cfg, "phase1")
+    assert result.summary["precision"] == f"mixed_{precision}"
+    assert np.isfinite(pd.read_csv(result.run_dir / "metrics.csv")["loss"]).all()
+    keras.mixed_precision.set_global_policy(f"mixed_{precision}")  # loading ignores it
+    model = load_model(result.model_path)
+    assert compute_dtypes(model) == {"float32"}
+    assert "float16" in str(compute_dtypes(load_model(result.model_path, f"mixed_{precision}")))
+    images, _ = val_images(cfg)
+    assert np.isfinite(model.predict(images, verbose=0)).all()
+    heatmaps = make_gradcam_heatmap(images[:2], model, "conv5_block2_out")
+    assert heatmaps.dtype == np.float32 and np.isfinite(heatmaps).all()
+
+
+def test_xla_compiles_with_every_augmentation_it_accepts(tmp_path):
+    from transferlab.config.schema import AUGMENTATIONS, XLA_INCOMPATIBLE_AUGMENTATIONS
+
+    accepted = [a for a in AUGMENTATIONS if a not in XLA_INCOMPATIBLE_AUGMENTATIONS]
+    cfg = tiny_config(
+        tmp_path,
+        model__backbone="small_resnet",
+        model__image_size=16,
+        model__augmentation=accepted,
+        phase1__epochs=1,
+        train__xla=True,
+        train__batch_size=35,  # 70 training images: one batch shape, one XLA compile
+    )
+    result = train_phase(cfg, "phase1")
+    assert result.summary["xla"] is True  # what Keras compiled, not what was asked
+    assert np.isfinite(pd.read_csv(result.run_dir / "metrics.csv")["loss"]).all()
 
 
 def test_schedules():

@@ -15,10 +15,6 @@ from transferlab.config.schema import Config, ConfigError, did_you_mean
 
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
-# Text keys that also work as switches: YAML reads `on`/`off`/`true`/`yes` as booleans, so
-# `SET='tracking.mlflow=on'` arrives as True and means the same as the text "on".
-SWITCH_TEXT = {"tracking.mlflow": {True: "on", False: ""}}
-
 
 def load_config(path: str | Path | None = None, overrides: Any = None, **kwargs: Any) -> Config:
     """Load a YAML config, apply overrides, validate, and return a ``Config``.
@@ -145,11 +141,28 @@ def set_key(cfg: Config, dotted: str, value: Any, source: str = "overrides") -> 
                 raise ConfigError(
                     f"config key {dotted!r} is a section; set one of its keys instead"
                 )
+            value = switch_word(field_of(target, part), value)
             setattr(target, part, coerce(dotted, value, hint))
         else:
             target = getattr(target, part)
             if not dataclasses.is_dataclass(target):
                 raise ConfigError(f"config key {dotted!r}: {prefix or part!r} is not a section")
+
+
+def field_of(section: Any, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(section) if f.name == name)
+
+
+def switch_word(field: dataclasses.Field, value: Any) -> Any:
+    """A boolean given to a text key declared a switch (schema.switch), as its word.
+
+    YAML reads ``on``, ``off``, ``yes`` and ``true`` as booleans, so ``SET='key=off'``
+    arrives as False; such keys take it as the word their schema names for it.
+    """
+    words = field.metadata.get("switch")
+    if words and isinstance(value, bool):
+        return words[value]
+    return value
 
 
 def all_keys() -> list[str]:
@@ -209,8 +222,6 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return float(value)
         raise ConfigError(f"{key}={value!r} must be a number")
     if hint is str:
-        if isinstance(value, bool) and key in SWITCH_TEXT:
-            return SWITCH_TEXT[key][value]
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{key}={value!r} must be text")

@@ -33,6 +33,7 @@ from transferlab.models.backbones import (
     small_resnet,
 )
 from transferlab.models.custom_layers import Preprocess, StochasticDepth
+from transferlab.models.dtypes import compute_dtypes, load_with_policy
 from transferlab.models.schedules import OneCycle
 from transferlab.models.side_layers import CropToBox, MaskOutsideBoxes, NormalizeMetadata
 
@@ -51,6 +52,7 @@ __all__ = [
     "build_backbone",
     "build_head_model",
     "build_model",
+    "compute_dtypes",
     "copy_head_weights",
     "freeze_backbone",
     "get_backbone",
@@ -277,12 +279,17 @@ def stage_start(backbone: keras.Model, spec: Backbone, stage: str, backbone_name
     raise ModelError(f"{backbone_name} has no layer starting with {prefix!r} (stage {stage})")
 
 
-def load_model(path: str | Path) -> keras.Model:
-    """Load a saved transferlab model in safe mode (compile=False)."""
+def load_model(path: str | Path, policy: str = "float32") -> keras.Model:
+    """Load a saved transferlab model in safe mode (compile=False), computing in ``policy``.
+
+    float32 by default, wherever the model trained: evaluation, Grad-CAM, prediction and
+    export of a model trained under mixed precision run (and take gradients) in float32.
+    Training passes its own policy (``keras.config.dtype_policy().name``).
+    """
     path = Path(path)
     if not path.is_file():
         nearby = sorted(p.name for p in path.parent.glob("*.keras")) if path.parent.is_dir() else []
         hint = f"; models there: {', '.join(nearby)}" if nearby else "; train a model first"
         raise FileNotFoundError(f"model file {path} does not exist{hint}")
-    # compile=False: callers that train recompile; evaluation needs no optimizer.
-    return keras.models.load_model(path, compile=False, safe_mode=True)
+    # No optimizer: callers that train recompile; evaluation needs none.
+    return load_with_policy(path, policy)

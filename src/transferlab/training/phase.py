@@ -1,6 +1,7 @@
 """``train_phase(cfg, phase)``: phase 1 (frozen backbone) and phase 2 (fine-tuning).
 
-Phase 1 trains the head on a frozen backbone. With no augmentation the backbone
+Phase 1 trains the head on a frozen backbone (or, with ``phase1.unfreeze_from``, end
+to end from that stage). With no augmentation and a frozen backbone, the backbone
 sees each image once: its pooled features are cached and the head trains on
 them alone. Its checkpoints then hold the head alone, and the full best model is
 written once, when the phase stops. Phase 2 loads phase 1's best
@@ -138,7 +139,7 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
         remove_killed_writes(paths, phase)
     start = phase1_start(cfg, phase)
     configure_randomness(cfg)
-    policy = set_precision(cfg.train.mixed_precision)
+    set_precision(cfg.train.mixed_precision)
     strategy = strategy or choose_strategy()
     dataset = load_dataset(cfg)
     splits = prepare_splits(cfg, dataset)
@@ -148,7 +149,7 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     else:
         print(f"[transferlab] resuming {phase} after epoch {state.epoch} in {state.run_dir}")
     run_dir = Path(state.run_dir)
-    cached = phase == "phase1" and cfg.train.cache_features and not cfg.model.augmentation
+    cached = uses_feature_cache(cfg, phase)
     state.feature_cached = cached
     num_classes = dataset.num_classes
 
@@ -227,7 +228,9 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
         "wall_time_s": round(time.perf_counter() - started, 2),
         "device": describe_device(),
         "replicas": strategy.num_replicas_in_sync,
-        "precision": policy,
+        # What ran: the trained layers' dtype policy, and whether Keras compiled with XLA.
+        "precision": trainer.get_layer("logits").dtype_policy.name,
+        "xla": bool(trainer.jit_compile),
         "model_path": str(paths.best),
         **lr_facts,
         **best_model_of_experiment(paths, state, start),
@@ -327,6 +330,12 @@ def begin_run(cfg, phase, paths, dataset, start: Phase1Start) -> PhaseState:
     return state
 
 
+def uses_feature_cache(cfg: Config, phase: str) -> bool:
+    """Phase 1 trains its head on cached features unless images or the backbone change."""
+    end_to_end = cfg.model.augmentation or cfg.phase1.unfreeze_from
+    return phase == "phase1" and cfg.train.cache_features and not end_to_end
+
+
 def starting_model(cfg, phase, state, paths, num_classes, input_size, stats=None):
     """The full model this phase starts from (or, when resuming, continues)."""
     if state.epoch and not state.feature_cached:
@@ -334,8 +343,12 @@ def starting_model(cfg, phase, state, paths, num_classes, input_size, stats=None
     if phase == "phase1":
         # Resuming cached phase 1 rebuilds the same backbone (same seed and weights; the
         # feature checksum confirms it); the head comes from the checkpoint.
-        return build_model(cfg, num_classes, input_size, stats)
-    model = load_model(PhasePaths.of(cfg, "phase1").best)
+        model = build_model(cfg, num_classes, input_size, stats)
+        stage = cfg.phase1.unfreeze_from
+        return unfreeze_from(model, stage, cfg.model.backbone) if stage else model
+    # Phase 2 trains in its own precision, whatever phase 1's was.
+    policy = keras.mixed_precision.dtype_policy().name
+    model = load_model(PhasePaths.of(cfg, "phase1").best, policy)
     if model.output_shape[-1] != num_classes:
         raise ValueError(
             f"the phase 1 model predicts {model.output_shape[-1]} classes but the dataset has "
@@ -515,7 +528,6 @@ def write_summary(cfg, state, rows, full, dataset, data, facts: dict) -> dict:
         "monitor": cfg.train.monitor,
         "epochs_run": state.epoch,
         "stop_reason": state.stop_reason,
-        "xla": cfg.train.xla,
         "versions": {
             "tensorflow": tf.__version__,
             "keras": keras.__version__,

@@ -14,12 +14,42 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
+# train.mixed_precision -> Keras dtype policy. "on" is what it always meant: float16.
+POLICIES = {
+    "float16": "mixed_float16",
+    "on": "mixed_float16",
+    "bfloat16": "mixed_bfloat16",
+    "off": "float32",
+}
+# bfloat16 runs at full speed from Ampere (compute capability 8.0) on, and needs no
+# loss scaling; older GPUs have float16 tensor cores only.
+BFLOAT16_FROM = (8, 0)
+
+
 def set_precision(mode: str) -> str:
-    """Set Keras's global dtype policy: mixed_float16 on a GPU for "auto", else float32."""
-    use_mixed = mode == "on" or (mode == "auto" and bool(gpus()))
-    policy = "mixed_float16" if use_mixed else "float32"
+    """Set Keras's global dtype policy for ``train.mixed_precision``; return its name."""
+    policy = choose_policy(mode, gpu_capabilities())
     keras.mixed_precision.set_global_policy(policy)
     return policy
+
+
+def choose_policy(mode: str, capabilities: list[tuple[int, int]]) -> str:
+    """The policy for ``mode`` on GPUs of these compute capabilities (none: a CPU).
+
+    "auto": float32 on a CPU (mixed precision is slower there), bfloat16 when every GPU
+    is Ampere or newer, float16 otherwise. The other modes force their policy.
+    """
+    if mode != "auto":
+        return POLICIES[mode]
+    if not capabilities:
+        return "float32"
+    return "mixed_bfloat16" if min(capabilities) >= BFLOAT16_FROM else "mixed_float16"
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """Each visible GPU's compute capability, (0, 0) where TensorFlow does not say."""
+    details = [tf.config.experimental.get_device_details(g) for g in gpus()]
+    return [tuple(d.get("compute_capability") or (0, 0)) for d in details]
 
 
 class UnsupportedStrategyError(RuntimeError):
