@@ -328,6 +328,24 @@ def test_training_options_run_and_the_schedule_moves(tmp_path):
     assert not any(f"conv{stage}_" in p for p in changed for stage in (1, 2, 3, 4))
 
 
+@pytest.mark.parametrize(
+    ("mode", "capabilities", "policy"),
+    [
+        ("auto", [], "float32"),  # a CPU
+        ("auto", [(7, 5)], "mixed_float16"),  # T4
+        ("auto", [(8, 0), (9, 0)], "mixed_bfloat16"),  # A100 and H100
+        ("auto", [(8, 0), (7, 0)], "mixed_float16"),  # the oldest GPU decides
+        ("bfloat16", [], "mixed_bfloat16"),
+        ("on", [(9, 0)], "mixed_float16"),
+        ("off", [(9, 0)], "float32"),
+    ],
+)
+def test_precision_policy_per_device(mode, capabilities, policy):
+    from transferlab.training.runtime import choose_policy
+
+    assert choose_policy(mode, capabilities) == policy
+
+
 @pytest.fixture
 def float32_afterwards():
     """Training sets Keras's global dtype policy; later tests expect float32."""
