@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from transferlab.config import load_config
-from transferlab.notebooks import NotebookFailed, run_notebook
+from transferlab.notebooks import KERNEL_NAME, NotebookFailed, run_notebook
 from transferlab.stages import STAGES
 
 from .conftest import ROOT
@@ -202,3 +202,29 @@ def test_experiments_notebook_finds_sweeps_cross_validates_and_compares(executed
     assert load_config(sweep / "best_config.yaml").phase1.epochs >= 1
     cv = json.loads((next(runs.glob("*_demo_cv")) / "cv.json").read_text())
     assert cv["folds"] == 2
+
+
+def test_the_kernel_is_shut_down_without_the_interrupt_it_would_log(monkeypatch):
+    """jupyter_client's SIGINT before shutdown is what the kernel logged as an ERROR."""
+    import asyncio
+    import signal
+
+    from transferlab.notebooks import quiet_shutdown_manager
+
+    manager = quiet_shutdown_manager()(kernel_name=KERNEL_NAME)
+    sent = []
+
+    async def record(signum):
+        sent.append(signum)
+
+    async def nothing(*args, **kwargs):
+        pass
+
+    monkeypatch.setattr(type(manager), "has_kernel", property(lambda self: True))
+    monkeypatch.setattr(manager, "_async_signal_kernel", record)
+    for step in ("_async_request_shutdown", "_async_finish_shutdown", "_async_cleanup_resources"):
+        monkeypatch.setattr(manager, step, nothing)
+    asyncio.run(manager.shutdown_kernel())  # as nbclient calls it
+    assert sent == []
+    asyncio.run(manager.interrupt_kernel())  # an interrupt asked for is still sent
+    assert sent == [signal.SIGINT]

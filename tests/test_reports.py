@@ -475,3 +475,13 @@ def test_missing_run_files_are_clear_errors(cfg, tmp_path):
     cfg.report.journal = str(tmp_path / "missing.yaml")
     with pytest.raises(FileNotFoundError, match="report.journal=.*missing.yaml does not exist"):
         write_day_checkpoint(cfg)
+
+
+def test_the_leakage_audit_is_shown_in_a_line_not_dumped(tmp_path):
+    from transferlab.reports.explore import audit_summary
+
+    audit = {"clean": False, "duplicates_across_splits": [{"hash": "a"}], "shared_groups": []}
+    (tmp_path / "audit.json").write_text(json.dumps(audit))
+    line = audit_summary(tmp_path)
+    assert line.startswith("Leakage audit: LEAKS; 1 image(s) byte-identical across splits")
+    assert "0 group(s)" in line and str(tmp_path / "audit.json") in line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ def run_notebook(
             # The kernel listens on localhost only; its warning about unencrypted TCP
             # reads as an alarm on every run.
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            kernel_manager_class=quiet_shutdown_manager(),
         )
     except papermill.PapermillExecutionError as err:
         error = f"{notebook} failed: {err.ename}: {err.evalue}"
@@ -121,6 +123,38 @@ def run_notebook(
     if error:
         raise NotebookFailed(error, executed)
     return executed
+
+
+@cache
+def quiet_shutdown_manager() -> type:
+    """jupyter_client's kernel manager, less the interrupt it sends before a shutdown.
+
+    jupyter_client interrupts (SIGINT) every kernel it shuts down, in case code still
+    runs. After papermill the kernel is idle: the interrupt lands between its message
+    handlers, which log "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel" as
+    the last line of every run. A kernel that does not stop is still killed after the
+    shutdown wait; interrupts at any other time are sent as before.
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class QuietShutdownKernelManager(AsyncKernelManager):
+        shutting_down_quietly = False
+
+        async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False):
+            self.shutting_down_quietly = True
+            try:
+                await super()._async_shutdown_kernel(now=now, restart=restart)
+            finally:
+                self.shutting_down_quietly = False
+
+        async def _async_interrupt_kernel(self):
+            if not self.shutting_down_quietly:
+                await super()._async_interrupt_kernel()
+
+        # AsyncKernelManager binds its public names to the base class's coroutines.
+        shutdown_kernel = _async_shutdown_kernel
+
+    return QuietShutdownKernelManager
 
 
 def run_dir_touched_since(cfg: Config, stage: str, started: float) -> Path | None:

@@ -19,6 +19,22 @@ def class_balance_table(splits_dir: str | Path) -> pd.DataFrame:
     return table
 
 
+def audit_summary(splits_dir: str | Path) -> str:
+    """The leakage audit in a few lines (the whole record stays in audit.json)."""
+    path = Path(splits_dir) / "audit.json"
+    audit = read_json(path)
+    duplicates, groups = audit["duplicates_across_splits"], audit["shared_groups"]
+    lines = [
+        f"{len(duplicates)} image(s) byte-identical across splits",
+        f"{len(groups)} group(s) in more than one split",
+    ]
+    near = audit.get("near_duplicates")  # written by make data-health
+    if near:
+        lines.append(f"{near['cross_split_groups']} near-duplicate group(s) across splits")
+    verdict = "clean" if audit["clean"] and not (near and near["cross_split_groups"]) else "LEAKS"
+    return f"Leakage audit: {verdict}; " + "; ".join(lines) + f" (details: {path})"
+
+
 def plot_samples(
     dataset: ImageDataset,
     split: pd.DataFrame,

@@ -93,9 +93,12 @@ class RunResult:
     def __str__(self) -> str:
         monitor = self.summary.get("monitor", "val_accuracy")
         value = self.best_metrics.get(monitor, math.nan)
+        xla = ", XLA" if self.summary.get("xla") else ""
+        ran = self.summary.get("precision", "float32") + xla
         return (
             f"{self.phase}: best {monitor} {value:.4f} at epoch {self.best_epoch} of "
-            f"{self.epochs_run} ({self.stop_reason}); model {self.model_path}; run {self.run_dir}"
+            f"{self.epochs_run} ({self.stop_reason}; {ran}); model {self.model_path}; "
+            f"run {self.run_dir}"
         )
 
 
