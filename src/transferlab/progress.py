@@ -91,7 +91,8 @@ def epoch_line(phase: str, epoch: int, epochs: int, logs: dict, seconds: float, 
     """``phase1 epoch 3/30: loss 0.512 accuracy 0.812 ... (12.3 s; about 5 min left)``."""
     shown = ["loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1"]
     metrics = " ".join(f"{k} {float(logs[k]):.4f}" for k in shown if k in logs)
-    remaining = f"; at most {duration(left)} left" if epoch < epochs else ""
+    # An estimate at the mean pace so far; early stopping may end the phase sooner.
+    remaining = f"; about {duration(left)} left" if epoch < epochs else ""
     return f"{phase} epoch {epoch}/{epochs}: {metrics} ({seconds:.1f} s{remaining})"
 
 
