@@ -23,7 +23,7 @@ from transferlab.data import load_dataset
 from transferlab.data.pipeline import input_size_for, labels_of
 from transferlab.data.splits import prepare_splits
 from transferlab.models import load_model
-from transferlab.runs import METRIC_COLUMNS
+from transferlab.runs import METRIC_COLUMNS, PhasePaths
 from transferlab.training import TrainingError, train_phase
 from transferlab.training.optim import OneCycle, make_schedule
 
@@ -220,7 +220,9 @@ def test_a_fine_tune_that_never_beats_phase1_keeps_phase1s_model(tmp_path):
     summary = phase2.summary
     assert summary["kept_phase1"] is True and summary["best_model_phase"] == "phase1"
     assert phase2.best_epoch == 0 and phase2.model_path == phase1.model_path
-    assert not Path(summary["model_path"]).exists()  # no worse phase 2 model is written
+    # No worse phase 2 model is written, and its summary names none.
+    assert summary["model_path"] is None
+    assert not PhasePaths.of(cfg, "phase2").best.exists()
     assert default_model_path(cfg) == phase1.model_path
     from transferlab.evaluation import evaluate
 

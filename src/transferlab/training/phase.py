@@ -234,7 +234,8 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
         # What ran: the trained layers' dtype policy, and whether Keras compiled with XLA.
         "precision": trainer.get_layer("logits").dtype_policy.name,
         "xla": bool(trainer.jit_compile),
-        "model_path": str(paths.best),
+        # The phase's own model; none when it wrote none (a phase 2 that kept phase 1's).
+        "model_path": str(paths.best) if paths.best.is_file() else None,
         **lr_facts,
         **best_model_of_experiment(paths, state, start),
     }
