@@ -79,6 +79,10 @@ def test_unknown_key_in_yaml_names_file(tmp_path):
         ({"data": 3}, r"'data' is a section"),
         ({"phase1.learning_rate": 5}, r"phase1.learning_rate=5.0: must be in \(0, 1\)"),
         (
+            {"train.xla": True, "train.deterministic": True},
+            r"cannot run together: Keras quietly turns XLA off",
+        ),
+        (
             {"phase2.warmup_epochs": 2},
             r"phase2.warmup_epochs=2 is used only by the cosine schedule; "
             r"phase2.schedule=constant would ignore it",

@@ -523,6 +523,12 @@ class Config:
                 "XLA kernel for their image transforms and would quietly train without "
                 f"XLA). Set train.xla=false, or augment with {', '.join(compilable)} only"
             )
+        if self.train.xla and self.train.deterministic:
+            raise ConfigError(
+                "train.xla=true and train.deterministic=true cannot run together: Keras "
+                "quietly turns XLA off while TensorFlow's op determinism is on. Choose one "
+                "(train.xla=false for bit-exact resumes, or train.deterministic=false)"
+            )
 
     @property
     def model_name(self) -> str:

@@ -239,6 +239,6 @@ def class_names_for(model_path: str | Path, output_dir: str | Path, num_classes:
     for summary in sorted(Path(output_dir).glob("runs/*/summary.json"), reverse=True):
         data = read_json(summary)
         # Training runs record their class names; evaluate, Grad-CAM and predict runs do not.
-        if "class_names" in data and Path(data.get("model_path", "")).resolve() == target:
+        if "class_names" in data and Path(data.get("model_path") or "").resolve() == target:
             return list(data["class_names"])
     return [f"class_{i}" for i in range(num_classes)]

@@ -22,6 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.config import disable_op_determinism  # no tf.config alias
 
 import transferlab
 from transferlab.config import Config
@@ -314,8 +315,13 @@ def configure_randomness(cfg: Config) -> None:
     or not, gives the same weights bit for bit (at some cost in speed on a GPU).
     """
     keras.utils.set_random_seed(cfg.seed)
+    # Process-wide in TensorFlow: set it either way, so a deterministic run earlier in the
+    # same process (a notebook kernel, a test session) does not leave it on, which would
+    # also switch XLA off.
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        disable_op_determinism()
 
 
 def begin_run(cfg, phase, paths, dataset, start: Phase1Start) -> PhaseState:
