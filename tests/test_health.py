@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -10,42 +9,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from transferlab.benchmarks.health import altered, textured
 from transferlab.data import DataError, load_dataset, prepare_splits
 from transferlab.data.health.duplicates import image_descriptor, near_duplicate_groups
 from transferlab.data.health.labels import internal_oof, rank_label_issues
 from transferlab.data.health.run import data_health
 
 from .conftest import demo_config
-
-
-def textured(rng: np.random.Generator, size: int = 96) -> np.ndarray:
-    """A random picture with structure at several scales (smooth noise and discs)."""
-    import cv2
-
-    image = np.zeros((size, size, 3), np.float32)
-    for scale in (4, 8, 16, 32):
-        noise = rng.normal(size=(size // scale + 2, size // scale + 2, 3)).astype(np.float32)
-        image += cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC) * scale
-    for _ in range(4):
-        centre = tuple(int(v) for v in rng.integers(0, size, 2))
-        colour = tuple(float(v) for v in rng.normal(0, 40, 3))
-        cv2.circle(image, centre, int(rng.integers(8, size // 3)), colour, -1)
-    image = (image - image.min()) / (np.ptp(image) + 1e-6) * 255
-    return image.astype(np.uint8)
-
-
-def altered_copy(rng: np.random.Generator, pixels: np.ndarray) -> Image.Image:
-    """Cropped up to 8%, resized 75-125%, saved as a JPEG of quality 60-95."""
-    image = Image.fromarray(pixels)
-    width, height = image.size
-    cut_w, cut_h = int(width * rng.uniform(0, 0.08)), int(height * rng.uniform(0, 0.08))
-    left, top = int(rng.integers(0, cut_w + 1)), int(rng.integers(0, cut_h + 1))
-    image = image.crop((left, top, width - (cut_w - left), height - (cut_h - top)))
-    scale = rng.uniform(0.75, 1.25)
-    image = image.resize((int(image.width * scale), int(image.height * scale)))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=int(rng.integers(60, 96)))
-    return Image.open(io.BytesIO(buffer.getvalue()))
 
 
 @pytest.fixture
@@ -59,11 +29,11 @@ def planted(tmp_path):
     for i in range(60):
         split = "train" if i < 40 else ("val" if i < 50 else "test")
         path = folder / f"p{i:02d}.png"
-        Image.fromarray(textured(rng)).save(path)
+        Image.fromarray(textured(rng, 96)).save(path)
         rows[split].append((str(path), f"c{i % 2}"))
         if i < 8:
             copy = folder / f"copy_of_p{i:02d}.jpg"
-            altered_copy(rng, np.asarray(Image.open(path))).save(copy)
+            Image.fromarray(altered(rng, np.asarray(Image.open(path)))).save(copy)
             rows["test"].append((str(copy), f"c{i % 2}"))
     for split, items in rows.items():
         pd.DataFrame(items, columns=["path", "label"]).to_csv(folder / f"{split}.csv", index=False)
@@ -95,8 +65,8 @@ def test_planted_copies_are_found_across_splits_with_no_false_pairs(planted):
 
 def test_descriptors_of_a_copy_stay_close_to_the_original():
     rng = np.random.default_rng(0)
-    originals = [textured(rng) for _ in range(30)]
-    copies = [np.asarray(altered_copy(rng, o).convert("RGB")) for o in originals[:10]]
+    originals = [textured(rng, 96) for _ in range(30)]
+    copies = [altered(rng, o) for o in originals[:10]]
     table = pd.DataFrame(
         {
             "sample_id": [f"o{i}" for i in range(30)] + [f"c{i}" for i in range(10)],

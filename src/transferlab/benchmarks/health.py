@@ -41,6 +41,7 @@ def textured(rng: np.random.Generator, size: int = 64) -> np.ndarray:
 
 
 def altered(rng: np.random.Generator, pixels: np.ndarray) -> np.ndarray:
+    """A copy cropped up to 8%, resized 75-125% and saved as a JPEG of quality 60-95."""
     image = Image.fromarray(pixels)
     w, h = image.size
     cw, ch = int(w * rng.uniform(0, 0.08)), int(h * rng.uniform(0, 0.08))
