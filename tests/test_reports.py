@@ -12,6 +12,7 @@ import pytest
 import yaml
 from statsmodels.stats.proportion import proportion_confint
 
+from transferlab.experiments.stats import format_interval, metric_intervals
 from transferlab.reports.checkpoint import write_day_checkpoint
 from transferlab.reports.training import write_training_report
 
@@ -372,6 +373,11 @@ def test_progress_across_two_days(cfg, run_files):
     write_val_predictions(run_files["runs"] / "20260301-111500_demo_phase2", range(0, 30))
     first = write_day_checkpoint(cfg).read_text()
     assert "## Progress since Sprint 2, Day 3" in first  # the fixture's saved day
+    # Val macro-F1 carries the bootstrap interval of the validation predictions.
+    frame = pd.read_csv(run_files["runs"] / "20260301-111500_demo_phase2" / "val_predictions.csv")
+    interval = metric_intervals(frame["true_label"], frame.filter(like="prob_").to_numpy())
+    shown = format_interval(0.0, interval["macro_f1"]["low"], interval["macro_f1"]["high"])
+    assert f"| Best val macro-F1 | 0.6370 | 0.6940 {shown.split(' ', 1)[1]} |" in first
     # The next day, with a better phase 2 run: each key result with its change.
     better = PHASE2.assign(val_accuracy=[0.662, 0.689, 0.731])
     run = run_files["runs"] / "20260302-101500_demo_phase2"

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from transferlab.experiments.paired import compare_predictions
-from transferlab.experiments.stats import format_interval, wilson_interval
+from transferlab.experiments.stats import format_interval, metric_intervals, wilson_interval
 from transferlab.reports.markdown import num
 from transferlab.reports.runfiles import RunFiles, earlier_run
 
@@ -135,6 +135,19 @@ def accuracy_interval(value: float | None, images: int | None, confidence: float
         return None
     low, high = wilson_interval(round(float(value) * images), int(images), confidence)
     return {"low": low, "high": high, "method": "wilson"}
+
+
+def val_macro_f1_interval(run: RunFiles) -> dict | None:
+    """Stratified bootstrap interval of macro-F1 on a phase's validation predictions.
+
+    val_predictions.csv holds the best model's prediction of every validation image, so
+    the interval is that of the best epoch's val macro-F1 (seeded: the same every time).
+    """
+    frame = run.val_predictions
+    if frame is None or frame.empty:
+        return None
+    probabilities = frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy()
+    return metric_intervals(frame["true_label"].to_numpy(), probabilities)["macro_f1"]
 
 
 def evaluate_accuracy_interval(evaluation: RunFiles) -> dict | None:

@@ -16,6 +16,7 @@ from transferlab.reports.changes import (
     paired_test,
     phase_change,
     read_predictions,
+    val_macro_f1_interval,
     verdicts,
     with_interval,
 )
@@ -72,9 +73,10 @@ def key_values(runs: dict[str, RunFiles], phases, test_phase) -> dict[str, dict[
 def key_results(runs, phases, test_phase, values) -> str:
     """Per phase with intervals, and phase 2's change over phase 1, tested image by image.
 
-    Validation accuracy gets a Wilson interval on the validation split's size, test
-    accuracy evaluate's interval; the change is a paired test on the same validation
-    images (phase 1's and phase 2's val_predictions.csv), or marked untested.
+    Validation accuracy gets a Wilson interval on the validation split's size, val
+    macro-F1 a bootstrap interval from val_predictions.csv, test accuracy evaluate's;
+    the change is a paired test on the same validation images (phase 1's and phase 2's
+    val_predictions.csv), or marked untested.
     """
     evaluation = runs.get("evaluate")
     both = len(phases) == 2
@@ -93,7 +95,7 @@ def key_results(runs, phases, test_phase, values) -> str:
             )
         if key == "test_accuracy":
             return with_interval(value, evaluate_accuracy_interval(evaluation))
-        return value
+        return with_interval(value, val_macro_f1_interval(runs[phase]))
 
     def compared(key: str, label: str) -> list:
         row = [label, *(shown(key, p) for p in phases)]
