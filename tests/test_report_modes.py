@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from transferlab.experiments.stats import format_interval, wilson_interval
 from transferlab.reports.checkpoint import write_day_checkpoint
 
 
@@ -16,7 +17,7 @@ def fake_run(runs: Path, stamp: str, stage: str, mode: str, val_accuracy: float)
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"model": {"inputs": mode}}))
     if stage == "evaluate":
-        metrics = {"accuracy": val_accuracy, "split": "test", "inputs": mode}
+        metrics = {"accuracy": val_accuracy, "split": "test", "inputs": mode, "num_samples": 100}
         (run / "metrics.json").write_text(json.dumps(metrics))
         return run
     history = pd.DataFrame(
@@ -42,6 +43,7 @@ def fake_run(runs: Path, stamp: str, stage: str, mode: str, val_accuracy: float)
         "inputs": mode,
         "side_inputs": side,
         "model_path": f"models/demo_{mode}_{stage}_best.keras",
+        "val_size": 100,
     }
     (run / "summary.json").write_text(json.dumps(summary))
     return run
@@ -60,12 +62,12 @@ def test_report_compares_input_modes(cfg):
     lines = {line.split("|")[1].strip(): line for line in section.splitlines() if "|" in line}
     header = [c.strip() for c in lines[""].split("|")[2:-1]]
     assert header == ["image", "fusion", "roi"]
+    # Each accuracy with its Wilson interval on the 100 validation images.
     assert [c.strip() for c in lines["Best val accuracy (phase1)"].split("|")[2:-1]] == [
-        "0.5500",
-        "0.9700",
-        "0.9100",
+        format_interval(value, *wilson_interval(round(value * 100), 100))
+        for value in (0.55, 0.97, 0.91)
     ]
-    assert "0.9500" in lines["Accuracy (test, evaluate)"]
+    assert "0.9500 [" in lines["Accuracy (test, evaluate)"]
     assert "metadata" in lines["Inputs besides the image"]
     # The rest of the report follows the config's own mode: image-only's run.
     assert "0.5500" in text.split("## Key results")[1].split("\n## ")[0]

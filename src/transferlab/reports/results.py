@@ -213,7 +213,14 @@ def compare_modes(modes: dict[str, dict[str, RunFiles]]) -> str:
         if run is None:
             return "—"
         found = run.metrics.get(key) if stage == "evaluate" else best(run, key)
-        return "—" if found is None else found
+        if found is None:
+            return "—"
+        # Each number with its interval, as in the key results.
+        if stage == "evaluate":
+            return with_interval(found, evaluate_accuracy_interval(run))
+        if key == "val_accuracy":
+            return with_interval(found, accuracy_interval(found, run.summary.get("val_size")))
+        return with_interval(found, val_macro_f1_interval(run))
 
     splits = {r["evaluate"].metrics.get("split", "test") for r in modes.values() if "evaluate" in r}
     rows = [
