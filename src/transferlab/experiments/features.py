@@ -26,6 +26,7 @@ from transferlab.data.side import side_input_names
 from transferlab.models import build_head_model, build_model
 from transferlab.progress import PredictProgress, say
 from transferlab.runs import atomic_path
+from transferlab.training.features import column_stats
 from transferlab.training.optim import class_weights, compile_model, make_optimizer
 
 SPLITS = ("train", "val", "test")
@@ -161,7 +162,7 @@ def train_head(
     Seeded (``seed``, default ``cfg.seed``), so the same settings give the same head.
     """
     keras.utils.set_random_seed(cfg.seed if seed is None else seed)
-    stats = metadata_stats_of(table, train_rows)
+    stats = metadata_stats_of(cfg, table, train_rows)
     head = build_head_model(cfg, table.num_classes, table.features.shape[1], stats)
     batch = cfg.train.batch_size
     steps = int(np.ceil(len(train_rows) / batch))
@@ -187,11 +188,8 @@ def predict_head(head: keras.Model, table: FeatureTable, rows: np.ndarray) -> np
     return head.predict(table.inputs(rows), batch_size=1024, verbose=0).astype(np.float64)
 
 
-def metadata_stats_of(table: FeatureTable, rows: np.ndarray) -> dict | None:
-    """The fusion head's metadata normalization, from the training rows (as phase 1's)."""
+def metadata_stats_of(cfg: Config, table: FeatureTable, rows: np.ndarray) -> dict | None:
+    """The fusion head's metadata normalization, from the training rows, as phase 1's."""
     if "metadata" not in table.side:
         return None
-    values = table.side["metadata"][rows]
-    variance = np.nanvar(values, axis=0)
-    variance[variance == 0] = 1.0
-    return {"mean": np.nanmean(values, axis=0).tolist(), "variance": variance.tolist()}
+    return column_stats(table.side["metadata"][rows], cfg.data.metadata_columns)

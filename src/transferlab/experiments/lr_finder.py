@@ -95,7 +95,7 @@ def phase1_range_test(cfg: Config, table: FeatureTable | None = None) -> RangeTe
     rows = table.rows("train")
     keras.utils.set_random_seed(cfg.seed)  # the head's starting weights, as train_head's
     head = build_head_model(
-        cfg, table.num_classes, table.features.shape[1], metadata_stats_of(table, rows)
+        cfg, table.num_classes, table.features.shape[1], metadata_stats_of(cfg, table, rows)
     )
     batch = cfg.train.batch_size
     needed = cfg.lr_find.steps * batch

@@ -22,30 +22,34 @@ from transferlab.progress import PredictProgress
 
 
 def metadata_stats(cfg: Config, dataset: ImageDataset, splits: Splits) -> dict | None:
-    """Mean and variance of each metadata column over the training split (missing left out).
-
-    A column with one value throughout the training split gets variance 1, so it is only
-    centred, and a warning: scaled by its zero spread, any other value at prediction
-    time would be enormous.
-    """
+    """Mean and variance of each metadata column over the training split (missing left out)."""
     if "metadata" not in side_input_names(cfg):
         return None
     values = dataset.side.metadata[dataset.rows(splits.train["sample_id"])]
+    return column_stats(values, cfg.data.metadata_columns)
+
+
+def column_stats(values: np.ndarray, columns: list[str]) -> dict:
+    """Mean and variance per column of training rows' metadata (missing values left out).
+
+    A column with one value throughout gets variance 1, so it is only centred, and a
+    warning: scaled by its zero spread, any other value at prediction time would be
+    enormous.
+    """
     if np.isnan(values).all(axis=0).any():
-        empty = np.array(cfg.data.metadata_columns)[np.isnan(values).all(axis=0)].tolist()
+        empty = np.array(columns)[np.isnan(values).all(axis=0)].tolist()
         raise ValueError(f"metadata column(s) {empty} have no value in the training split")
     mean = np.nanmean(values, axis=0)
     variance = np.nanvar(values, axis=0)
     constant = np.flatnonzero(np.nanmin(values, axis=0) == np.nanmax(values, axis=0))
     if constant.size:
-        columns = cfg.data.metadata_columns
         named = [f"{columns[j]!r} (always {mean[j]:g})" for j in constant]
         warnings.warn(
             f"metadata column(s) {', '.join(named)} hold one value in the training split: "
             "they are normalized with scale 1 (only centred), so other values stay in range, "
             "but they teach the model nothing; consider leaving them out of "
             "data.metadata_columns",
-            stacklevel=2,
+            stacklevel=3,
         )
         variance[constant] = 1.0
     return {"mean": mean.tolist(), "variance": variance.tolist()}
