@@ -36,7 +36,9 @@ def stream_folder(root: str, input_size: int, batch_size: int, repeats: int) -> 
     from transferlab.data import load_dataset
     from transferlab.data.pipeline import make_tf_dataset
 
-    cfg = load_config(None, {"data.kind": "folder", "data.data_dir": root})
+    # The scan's record goes beside the folder, not into the project's outputs/.
+    outputs = str(Path(root).parent / "outputs")
+    cfg = load_config(None, {"data.kind": "folder", "data.data_dir": root, "output_dir": outputs})
     dataset = load_dataset(cfg)
     ds = make_tf_dataset(dataset, dataset.table, batch_size, input_size, epochs=(0, 1))
 
