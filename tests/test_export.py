@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 
 from transferlab.cli import main
-from transferlab.data import resize_pixels
+from transferlab.data import read_image, resize_pixels
+from transferlab.data.images import draft_scale
 from transferlab.evaluation import export_model
 from transferlab.evaluation.calibration import save_calibration
-from transferlab.evaluation.export import resize_images
+from transferlab.evaluation.export import decode_encoded, resize_images
 from transferlab.experiments.stats import apply_temperature
 from transferlab.models import build_model
 from transferlab.runs import best_model_path, write_json
@@ -102,6 +105,11 @@ for name in ["image", "fusion"]:
         out = signature(**{k: tf.constant(v) for k, v in inputs.items()})
         served[f"{name}/{batch}/probabilities"] = out["probabilities"].numpy()
         served[f"{name}/{batch}/class_name"] = out["class_name"].numpy().astype(str)
+# The same larger images sent as PNG files' bytes: decoded and resized inside.
+encoded = tf.saved_model.load("image_savedmodel").signatures["serve_encoded"]
+larger = np.load("image_inputs.npz")["larger/image"]
+files = tf.stack([tf.io.encode_png(image) for image in larger])
+served["image/encoded/probabilities"] = encoded(image_bytes=files)["probabilities"].numpy()
 np.savez("served.npz", **served)
 assert "transferlab" not in sys.modules
 """
@@ -156,20 +164,40 @@ def test_exported_models_serve_uint8_images_in_a_process_without_transferlab(tmp
     served = np.load(tmp_path / "served.npz")
     for key, probabilities in expected.items():
         np.testing.assert_allclose(served[f"{key}/probabilities"], probabilities, atol=1e-6)
+    np.testing.assert_allclose(
+        served["image/encoded/probabilities"], expected["image/larger"], atol=1e-6
+    )
     names = served["image/at_size/class_name"]
     top = expected["image/at_size"].argmax(axis=1)
     assert list(names) == [["zero", "one", "two"][i] for i in top]
     assert set(served["fusion/at_size/class_name"]) <= {"class_0", "class_1", "class_2"}
 
 
-@pytest.mark.parametrize("shape", [(40, 40), (24, 30), (13, 13), (100, 64), (8, 8), (16, 16)])
+@pytest.mark.parametrize(
+    "shape", [(40, 40), (24, 30), (13, 13), (100, 64), (8, 8), (16, 16), (27, 48), (48, 12)]
+)
 def test_the_served_resize_is_the_readers_to_one_grey_level(shape):
-    # Shrinking to half or less (40, 100) averages areas, milder sizes are bilinear.
+    # Each axis shrunk to half or less (40, 100, 48) averages areas, milder ones are bilinear.
     pixels = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
     served = resize_images(pixels[None], 16).numpy()[0]
     difference = np.abs(served - resize_pixels(pixels, 16).astype(np.float32))
     assert difference.max() <= 1
     assert difference.mean() < 0.2
+
+
+@pytest.mark.parametrize("width, height", [(4000, 3000), (1920, 1080)])
+def test_the_exports_jpeg_decode_is_the_readers(tmp_path, width, height):
+    # A photo-like JPEG (smooth noise) as a phone or camera writes it; the reader decodes
+    # it at a reduced draft scale (1/8 and 1/4 here), the export must decode it alike.
+    rng = np.random.default_rng(width)
+    coarse = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(coarse).resize((width, height), Image.BILINEAR).save(path, quality=90)
+    assert draft_scale(width, height, 224) == (8 if width == 4000 else 4)
+    served = decode_encoded(tf.constant(path.read_bytes()), 224).numpy()
+    read = read_image(path, 224)
+    assert served.shape == read.shape == (224, 224, 3)
+    assert np.abs(served.astype(int) - read).max() <= 1
 
 
 def test_export_without_a_trained_model_says_to_train_first(tmp_path, capsys):

@@ -8,13 +8,20 @@ Decoding is Pillow's, for every mode a jpg/png/bmp can hold: grey, grey+alpha,
 RGBA (alpha dropped, as Keras and torchvision do), palette (with or without
 transparency), 1-bit, 16-bit grey (scaled, not clipped), CMYK JPEG. The EXIF
 orientation of phone photos is applied, so pictures and pixel boxes stay upright.
-Resizing is OpenCV's: bilinear, or pixel-area averaging when an image shrinks to half or
-less (bilinear alone would alias there). JPEGs much larger than the target decode at a
-reduced scale first.
+Resizing is OpenCV's, one axis at a time: each axis that shrinks to half or less is
+averaged over pixel areas (bilinear alone would alias there), the other bilinear, so a
+16:9 photo's long side is not aliased because its short side shrinks mildly. JPEGs much
+larger than the target decode at a reduced scale first (libjpeg's scaled DCT, Pillow's
+``draft``). The exported SavedModel decodes and resizes the same way in TensorFlow ops
+(``evaluation.export``), to within one grey level.
+
+``decode_count()`` counts the files decoded in this process, so tests and benchmarks can
+show that a cached pass decodes nothing.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -27,6 +34,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 # The EXIF tag that says how a photo must be turned to be seen upright (1: as stored).
 ORIENTATION = 0x0112
+
+# tf.data runs many readers at once; OpenCV's own thread pool on top of them would
+# compete for the same cores (and a resize to 224 px gains nothing from it).
+cv2.setNumThreads(1)
+
+# Files decoded in this process (tf.data's readers run in many threads at once).
+DECODES = {"count": 0}
+DECODES_LOCK = threading.Lock()
 
 # Pillow raises these for files it cannot decode (truncated, corrupt, not an image).
 DECODE_ERRORS = (
@@ -43,6 +58,8 @@ def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
 
     Raises ``DataError`` naming the file when it is missing or cannot be decoded.
     """
+    with DECODES_LOCK:
+        DECODES["count"] += 1
     try:
         with Image.open(path) as image:
             if size:
@@ -57,6 +74,21 @@ def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
     except DECODE_ERRORS as err:
         raise DataError(f"cannot read image {path}: {err}") from None
     return resize_pixels(pixels, size) if size else pixels
+
+
+def decode_count() -> int:
+    """How many image files ``read_image`` has been asked to decode in this process."""
+    return DECODES["count"]
+
+
+def draft_scale(width: int, height: int, size: int) -> int:
+    """The JPEG scale (1, 2, 4 or 8) Pillow's ``draft`` decodes at for a ``size`` target.
+
+    The largest reduction that keeps both sides at least ``size``, as
+    ``PIL.JpegImagePlugin.draft`` picks it; the export decodes at the same scale.
+    """
+    fits = min(width // size, height // size)
+    return next(scale for scale in (8, 4, 2, 1) if fits >= scale)
 
 
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:
@@ -74,14 +106,33 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
 
 
 def resize_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
-    """uint8 RGB pixels resized to ``size`` x ``size``: the one resize every stage uses."""
+    """uint8 RGB pixels resized to ``size`` x ``size``: the one resize every stage uses.
+
+    Width first, then height, each with the filter its own scale factor calls for
+    (``axis_filters``); the pass between them stays float32, so two passes round once.
+    """
     if pixels.shape[:2] == (size, size):
         return pixels
-    shrink = min(pixels.shape[0], pixels.shape[1]) / size
-    # Averaging pixel areas keeps a big shrink free of aliasing; bilinear is exact enough
-    # (and ten times faster) for milder shrinks and for enlarging.
-    method = cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(pixels), (size, size), interpolation=method)
+    height, width = pixels.shape[:2]
+    across, down = (OPENCV_FILTERS[f] for f in axis_filters(height, width, size))
+    image = np.ascontiguousarray(pixels, dtype=np.float32)
+    if width != size:
+        image = cv2.resize(image, (size, height), interpolation=across)
+    if height != size:
+        image = cv2.resize(image, (size, size), interpolation=down)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+OPENCV_FILTERS = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
+
+
+def axis_filters(height: int, width: int, size: int) -> tuple[str, str]:
+    """("area" or "bilinear") for the width, then the height, of a resize to ``size``.
+
+    Averaging pixel areas keeps a shrink to half or less free of aliasing; bilinear is
+    exact enough for milder shrinks and for enlarging.
+    """
+    return tuple("area" if side / size >= 2 else "bilinear" for side in (width, height))
 
 
 def image_problem(path: Path) -> str | None:

@@ -3,7 +3,10 @@
 The SavedModel needs neither transferlab nor Keras code to load
 (``tf.saved_model.load``; TensorFlow Serving reads it as it is). Its serving signature
 takes uint8 RGB images of any size, one size per batch, and resizes them inside to the
-size the model was trained on, so a client sends decoded pixels and nothing else.
+size the model was trained on as the project's reader resizes; the ``serve_encoded``
+signature takes the files' bytes instead (JPEG, PNG, BMP, GIF; any mix of sizes) and
+decodes them as the reader does, JPEG draft scale included. Either way the model sees
+training's pixels to within one grey level (see docs/export.md for exactly what holds).
 Fusion and ROI models take their named inputs (metadata, boxes, box_mask) too.
 """
 
@@ -25,6 +28,8 @@ from transferlab.models.signature import input_size_of, side_names_of
 from transferlab.runs import new_run_dir, write_json
 
 SIGNATURE = "serving_default"
+# Encoded files (JPEG, PNG, BMP, GIF bytes), decoded inside as the reader decodes them.
+ENCODED_SIGNATURE = "serve_encoded"
 
 
 class ExportError(ValueError):
@@ -65,6 +70,7 @@ def export_model(cfg: Config, model_path: str | Path | None = None) -> ExportRes
     "boxes" and "box_mask" as float32; it returns "probabilities" (batch x classes),
     "class_index" (int64) and "class_name" (string). A temperature that make evaluate
     fitted to this model file (``eval.calibrate=true``) is built into the probabilities.
+    ``serve_encoded`` takes "image_bytes" (string, batch) in place of "image".
     """
     source = Path(model_path) if model_path else default_model_path(cfg)
     model = load_model(source)
@@ -93,6 +99,7 @@ def export_model(cfg: Config, model_path: str | Path | None = None) -> ExportRes
             "saved_model": str(path),
             "source_model": str(source),
             "signature": SIGNATURE,
+            "encoded_signature": ENCODED_SIGNATURE,
             "inputs": inputs,
             "outputs": ["probabilities", "class_index", "class_name"],
             "resized_to": size,
@@ -118,19 +125,62 @@ def input_specs(model: keras.Model) -> dict[str, tf.TensorSpec]:
 def resize_images(images: tf.Tensor, size: int) -> tf.Tensor:
     """A uint8 batch resized to ``size`` x ``size`` as the project's reader resizes.
 
-    ``data.images.resize_pixels`` (OpenCV) averages pixel areas when shrinking to half or
-    less and is bilinear otherwise; TensorFlow's "area" and "bilinear" resizes do the same,
-    to within one grey level. Rounded to whole values, as the reader's uint8 output is;
-    images already at ``size`` pass unchanged. Returns float32.
+    ``data.images.resize_pixels`` resizes the width, then the height, each with pixel-area
+    averaging when that axis shrinks to half or less and bilinear otherwise; TensorFlow's
+    "area" and "bilinear" resizes compute the same weights. Rounded to whole values, as the
+    reader's uint8 output is. Returns float32.
     """
     pixels = tf.cast(images, tf.float32)
-    shortest = tf.cast(tf.minimum(tf.shape(images)[1], tf.shape(images)[2]), tf.float32)
-    resized = tf.cond(
-        shortest / size >= 2.0,
-        lambda: tf.image.resize(pixels, (size, size), method="area"),
-        lambda: tf.image.resize(pixels, (size, size), method="bilinear"),
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    pixels = resize_axis(pixels, width, size, lambda: (height, size))
+    pixels = resize_axis(pixels, height, size, lambda: (size, size))
+    return tf.clip_by_value(tf.round(pixels), 0.0, 255.0)
+
+
+def resize_axis(pixels: tf.Tensor, side: tf.Tensor, size: int, target) -> tf.Tensor:
+    """One axis of ``resize_images``: ``side`` pixels to ``size``, the other axis kept."""
+    shrink = tf.cast(side, tf.float32) / size
+    return tf.cond(
+        tf.equal(side, size),
+        lambda: pixels,
+        lambda: tf.cond(
+            shrink >= 2.0,
+            lambda: tf.image.resize(pixels, target(), method="area"),
+            lambda: tf.image.resize(pixels, target(), method="bilinear"),
+        ),
     )
-    return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
+
+
+def decode_encoded(contents: tf.Tensor, size: int) -> tf.Tensor:
+    """One encoded JPEG, PNG, BMP or GIF (a string scalar) as ``read_image(file, size)`` reads it.
+
+    A JPEG decodes at the scale Pillow's ``draft`` picks (``data.images.draft_scale``),
+    with libjpeg's accurate integer DCT as Pillow uses it: the same pixels. Returns
+    uint8 (size, size, 3).
+    """
+    is_jpeg = tf.equal(tf.strings.substr(contents, 0, 2), b"\xff\xd8")
+    pixels = tf.cond(
+        is_jpeg,
+        lambda: decode_jpeg_draft(contents, size),
+        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+    )
+    resized = resize_images(pixels[None], size)[0]
+    return tf.cast(resized, tf.uint8)
+
+
+def decode_jpeg_draft(contents: tf.Tensor, size: int) -> tf.Tensor:
+    """A JPEG decoded at 1/8, 1/4, 1/2 or full scale, as ``data.images.draft_scale`` picks."""
+    shape = tf.io.extract_jpeg_shape(contents)
+    fits = tf.minimum(shape[1] // size, shape[0] // size)
+    # Branch index: 0 for scale 1, 1 for 2, 2 for 4, 3 for 8 (ratio is a static attribute).
+    branch = tf.reduce_sum(tf.cast(fits >= tf.constant([2, 4, 8]), tf.int32))
+
+    def at(ratio: int):
+        return lambda: tf.io.decode_jpeg(
+            contents, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE"
+        )
+
+    return tf.switch_case(branch, [at(1), at(2), at(4), at(8)])
 
 
 def write_saved_model(
@@ -149,8 +199,18 @@ def write_saved_model(
     names = tf.constant(class_names)
 
     def serve(inputs: dict) -> dict:
-        pixels = resize_images(inputs["image"], size)
-        side = {name: value for name, value in inputs.items() if name != "image"}
+        return predict_pixels(resize_images(inputs["image"], size), inputs)
+
+    def serve_encoded(inputs: dict) -> dict:
+        pixels = tf.map_fn(
+            lambda contents: decode_encoded(contents, size),
+            inputs["image_bytes"],
+            fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8),
+        )
+        return predict_pixels(tf.cast(pixels, tf.float32), inputs)
+
+    def predict_pixels(pixels: tf.Tensor, inputs: dict) -> dict:
+        side = {k: v for k, v in inputs.items() if k not in ("image", "image_bytes")}
         probabilities = model({"image": pixels, **side} if side else pixels, training=False)
         probabilities = tf.cast(probabilities, tf.float32)
         if temperature is not None:
@@ -166,7 +226,11 @@ def write_saved_model(
 
     archive = keras.export.ExportArchive()
     archive.track(model)
+    # The first endpoint is also the SavedModel's serving_default signature.
     archive.add_endpoint("serve", serve, input_signature=[specs])
+    encoded = {**specs, "image_bytes": tf.TensorSpec([None], tf.string, name="image_bytes")}
+    del encoded["image"]
+    archive.add_endpoint(ENCODED_SIGNATURE, serve_encoded, input_signature=[encoded])
     # Written beside the target, then swapped in: a failed export leaves the old one.
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
