@@ -1,8 +1,12 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from transferlab.config import load_config
-from transferlab.data import load_dataset
+from transferlab.data import decoded, load_dataset
+from transferlab.data.images import decode_count
 from transferlab.data.pipeline import input_size_for, make_tf_dataset
 from transferlab.data.splits import prepare_splits
 
@@ -76,3 +80,52 @@ def test_empty_split_is_a_clear_error(cfg):
     ds = load_dataset(cfg)
     with pytest.raises(ValueError, match="holds no images"):
         make_tf_dataset(ds, prepare_splits(cfg, ds).val.iloc[:0], 8, 8)
+
+
+def folder_config(cfg, root, size=12):
+    overrides = {"data.kind": "folder", "data.data_dir": str(root), "data.input_size": size}
+    return load_config(None, {"output_dir": cfg.output_dir, **overrides})
+
+
+def pixels_of(pipeline) -> np.ndarray:
+    return np.concatenate([x.numpy() for x, _ in pipeline])
+
+
+def test_folder_epochs_after_the_first_and_evaluation_passes_decode_nothing(cfg, image_folder):
+    folder_cfg = folder_config(cfg, image_folder)
+    ds = load_dataset(folder_cfg)
+    train = prepare_splits(folder_cfg, ds).train
+    steps = -(-len(train) // 8)
+    counts = [decode_count()]
+    for step, _ in enumerate(make_tf_dataset(ds, train, 8, 12, epochs=(0, 3), seed=1)):
+        if step % steps == steps - 1:  # an epoch's last batch
+            counts.append(decode_count())
+    assert np.diff(counts).tolist() == [len(train), 0, 0]  # decodes in epochs 1, 2, 3
+    before = decode_count()
+    images = pixels_of(make_tf_dataset(ds, train, 8, 12))
+    assert decode_count() == before  # an evaluation pass takes the kept pixels
+    assert np.array_equal(images, ds.load_images(train["sample_id"], 12))
+    # A changed file is a changed dataset: its pixels are decoded afresh.
+    changed = ds.table["path"][ds.rows(train["sample_id"][:1])[0]]
+    write_image(Path(changed), np.zeros((20, 24, 3), np.uint8))
+    os.utime(changed, ns=(0, 0))  # a different modification time, however fast the test
+    before = decode_count()
+    images = pixels_of(make_tf_dataset(ds, train, 8, 12))
+    assert decode_count() == before + len(train)
+    assert images[0].max() == 0
+
+
+def test_a_folder_too_large_for_memory_keeps_its_pixels_on_disk(cfg, image_folder, monkeypatch):
+    monkeypatch.setattr(decoded, "memory_budget", lambda: 0)
+    monkeypatch.setattr(decoded, "DISK", {})
+    folder_cfg = folder_config(cfg, image_folder, size=10)
+    ds = load_dataset(folder_cfg)
+    first = pixels_of(make_tf_dataset(ds, ds.table, 8, 10))
+    files = sorted(p.suffix for p in ds.cache_dir.iterdir())
+    assert files == [".done", ".u8"]
+    # A new process (no open caches) reads the file the first one wrote: no decode.
+    monkeypatch.setattr(decoded, "DISK", {})
+    before = decode_count()
+    again = pixels_of(make_tf_dataset(ds, ds.table, 8, 10))
+    assert decode_count() == before and np.array_equal(first, again)
+    assert np.array_equal(first, ds.load_images(ds.table["sample_id"], 10))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +31,8 @@ class ImageDataset:
     # The data.corrections applied at load (a data.health.corrections.Corrections), if
     # any; typed loosely because that module builds datasets (no import cycle).
     corrections: Any = None
+    # Where a file dataset too large for memory keeps its decoded images (data.decoded).
+    cache_dir: Path | None = None
 
     @property
     def num_classes(self) -> int:
@@ -77,4 +80,12 @@ def take_subset(dataset: ImageDataset, per_class: int, seed: int) -> ImageDatase
     images = dataset.images[rows] if dataset.in_memory else None
     subset = table.iloc[rows].reset_index(drop=True)
     side = dataset.side.take(rows) if dataset.side else None
-    return ImageDataset(dataset.name, dataset.class_names, subset, images, dataset.skipped, side)
+    return ImageDataset(
+        dataset.name,
+        dataset.class_names,
+        subset,
+        images,
+        dataset.skipped,
+        side,
+        cache_dir=dataset.cache_dir,
+    )

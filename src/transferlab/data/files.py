@@ -47,7 +47,9 @@ def load_folder(cfg: Config) -> ImageDataset:
             )
     table = pd.DataFrame(rows, columns=["sample_id", "path", "label", "group", "fixed_split"])
     report_skipped(skipped)
-    return ImageDataset(root.name, [d.name for d in class_dirs], table, None, skipped)
+    return ImageDataset(
+        root.name, [d.name for d in class_dirs], table, None, skipped, cache_dir=decoded_dir(cfg)
+    )
 
 
 def load_csv(cfg: Config) -> ImageDataset:
@@ -155,13 +157,18 @@ def table_to_dataset(frame: pd.DataFrame, cfg: Config, name: str) -> ImageDatase
     side = None
     if cfg.data.metadata_columns or cfg.data.boxes_column:
         side = read_side_inputs(frame, cfg, frame["line"])
-    return ImageDataset(name, class_names, table, None, skipped, side)
+    return ImageDataset(name, class_names, table, None, skipped, side, cache_dir=decoded_dir(cfg))
 
 
 def class_list(frame: pd.DataFrame) -> list[str]:
     """Classes from the training rows (all rows when no split is fixed), sorted."""
     train = frame[frame["fixed_split"].isin(["", "train"])]
     return sorted(set(train["label_name"]))
+
+
+def decoded_dir(cfg: Config) -> Path:
+    """Decoded, resized images kept on disk when they do not fit in memory (data.decoded)."""
+    return splits_dir(cfg) / "decoded"
 
 
 def scan_cache(cfg: Config) -> Path:

@@ -1,7 +1,9 @@
 """tf.data input pipelines: uint8 images in, batched and prefetched, shuffled for training only.
 
 Pixels come from the one image reader (``read_image``, ``resize_pixels``), run inside
-the pipeline, so training, validation and evaluation feed a model the same pixels.
+the pipeline, so training, validation and evaluation feed a model the same pixels. A
+file's pixels are decoded on its first pass and kept (``data.decoded``): later epochs and
+evaluation passes decode nothing.
 Images stay uint8 until the model: resizing to the backbone's size and its own
 preprocessing are layers inside the model, so a saved model takes raw pixels.
 """
@@ -14,6 +16,7 @@ import tensorflow as tf
 
 from transferlab.config import Config
 from transferlab.data.dataset import ImageDataset
+from transferlab.data.decoded import DecodedImages, decoded_images
 from transferlab.data.images import read_image, resize_pixels
 from transferlab.data.side import side_input_names
 
@@ -58,9 +61,16 @@ def make_tf_dataset(
         if images.shape[1:3] != (input_size, input_size):
             read = on_image(lambda x: resize_in_graph(x, input_size), bool(side))
     else:
-        # Paths, not pixels, are shuffled and sliced: pixels are read batch by batch.
-        images = dataset.table["path"].to_numpy()[rows].astype(str)
-        read = on_image(lambda path: decode_file(path, input_size), bool(side))
+        # Row numbers, not pixels, are shuffled and sliced: pixels are read batch by batch,
+        # decoded on their first pass and taken from the cache on every later one.
+        paths = dataset.table["path"].to_numpy().astype(str)
+        cache = decoded_images(paths, input_size, dataset.cache_dir)
+        if cache is None:
+            images = paths[rows]
+            read = on_image(lambda path: decode_file(path, input_size), bool(side))
+        else:
+            images = rows.astype(np.int64)
+            read = on_image(lambda row: cached_image(cache, row), bool(side))
     columns = ({"image": images, **side} if side else images, labels)
     if epochs is None:
         ds = tf.data.Dataset.from_tensor_slices(columns)
@@ -122,6 +132,13 @@ def decode_file(path: tf.Tensor, size: int) -> tf.Tensor:
         lambda p: read_image(p.decode(), size), [path], tf.uint8, stateful=False
     )
     image.set_shape((size, size, 3))
+    return image
+
+
+def cached_image(cache: DecodedImages, row: tf.Tensor) -> tf.Tensor:
+    """``cache.get(row)`` as a tf.data step: uint8 (size, size, 3), decoded on first use."""
+    image = tf.numpy_function(cache.get, [row], tf.uint8, stateful=False)
+    image.set_shape(cache.shape)
     return image
 
 
