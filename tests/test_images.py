@@ -198,3 +198,14 @@ def test_every_stage_feeds_the_model_the_same_pixels(cfg, every_kind_folder, mon
     assert np.allclose(
         table[probabilities].to_numpy(), result.predictions[probabilities].to_numpy(), atol=1e-6
     )
+
+
+def test_reader_averages_areas_along_an_axis_that_shrinks_by_half_or_more():
+    # A wide picture of one-pixel stripes: its width shrinks 4x, its height 1.125x. The
+    # width is area-averaged (grey), even though the short side shrinks mildly.
+    stripes = np.zeros((18, 64, 3), np.uint8)
+    stripes[:, ::2] = 255
+    resized = resize_pixels(stripes, 16)
+    assert np.abs(resized.astype(int) - 128).max() <= 1
+    # Turned on its side, the same holds for the height.
+    assert np.array_equal(resize_pixels(stripes.transpose(1, 0, 2), 16), resized.transpose(1, 0, 2))
