@@ -55,29 +55,24 @@ class PredictProgress(keras.callbacks.Callback):
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """A bar over each epoch's batches, then one line with its metrics and the time left.
+    """One line per epoch with its metrics, its time and the time left.
 
+    Per epoch, not per batch: a per-batch hook would switch off Keras's asynchronous
+    batch handling (and on cached outputs a step is shorter than the hook's round trip).
     Replaces Keras's own progress output, whose per-batch redraws fill a saved notebook
     and a terminal log with thousands of lines.
     """
 
-    def __init__(self, phase: str, epochs: int, steps: int, first_epoch: int = 0):
+    def __init__(self, phase: str, epochs: int):
         super().__init__()
-        self.phase, self.epochs, self.steps = phase, epochs, steps
-        self.first_epoch = first_epoch
+        self.phase, self.epochs = phase, epochs
         self.seconds: list[float] = []
-        self.bar = None
         self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
-        self.bar = progress_bar(self.steps, f"{self.phase} epoch {epoch + 1}/{self.epochs}", "step")
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.bar.update(1)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.bar.close()
         seconds = time.perf_counter() - self.started
         self.seconds.append(seconds)
         say(epoch_line(self.phase, epoch + 1, self.epochs, logs or {}, seconds, self.left(epoch)))

@@ -14,6 +14,8 @@
    on them) against one end-to-end phase 1 of the same epochs.
 9. ``health_speed``: the near-duplicate search at N and 4N images (time per 10,000, growth,
    planted-pair recall) and label-error precision/recall with 5% flipped digits labels.
+11. ``phase2_cached``: phase 2 from conv5 per epoch, conv4's output cached against end to
+   end, beside the limit the prefix's FLOPs allow.
 
 Every benchmark returns a dict with ``figures``: rows of median, min and max over
 ``bench.repeats`` timed runs. Model timing uses Keras APIs only (``predict_on_batch``,
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 from transferlab.benchmarks.evaluation import evaluate_memory, scan_speed
+from transferlab.benchmarks.freeze_once import phase2_cached
 from transferlab.benchmarks.frozen import frozen_phase
 from transferlab.benchmarks.hardware import count_flops, hardware_limit, matmul_peak, model_speed
 from transferlab.benchmarks.health import health_speed
@@ -91,6 +94,8 @@ def run_benchmarks(cfg: Config) -> str:
         speed = {"figures": rows} if len(rows) == 2 else None
         keep(pipeline_overhead(cfg, work / f"n{cfg.bench.pipeline_images}", speed))
         frozen = keep(frozen_phase(cfg, work))
+        if cfg.bench.phase2_epochs:
+            keep(phase2_cached(cfg, work))
         keep(evaluate_memory(cfg, work))
         keep(scan_speed(cfg, work))
         keep(lr_find_speed(cfg, work))

@@ -1,8 +1,14 @@
-"""Frozen-phase cost: feature-cached phase 1 against end-to-end frozen training."""
+"""Frozen-phase cost: feature-cached phase 1 against end-to-end frozen training.
+
+The cached runs also split each epoch into its training steps, its validation pass and
+its end (metrics row, checkpoint commit, TensorBoard), and the steps are compared with a
+bare ``model.fit`` of the same head on the same feature arrays, in the same run.
+"""
 
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from pathlib import Path
 
@@ -38,14 +44,91 @@ def frozen_config(cfg: Config, images: Path, run_dir: Path, epochs: int, cached:
 
 
 class EpochClock(keras.callbacks.Callback):
-    """When each epoch ended, after train_phase's own callbacks wrote its checkpoint."""
+    """When each epoch began, its validation began and ended, and the epoch ended (after
+    train_phase's own callbacks wrote its checkpoint): per-epoch seconds of each part."""
 
     def __init__(self):
         super().__init__()
+        self.begins: list[float] = []
+        self.test_begins: list[float] = []
+        self.test_ends: list[float] = []
         self.ends: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begins.append(time.perf_counter())
+
+    def on_test_begin(self, logs=None):
+        self.test_begins.append(time.perf_counter())
+
+    def on_test_end(self, logs=None):
+        self.test_ends.append(time.perf_counter())
 
     def on_epoch_end(self, epoch, logs=None):
         self.ends.append(time.perf_counter())
+
+    def parts(self) -> dict[str, list[float]]:
+        """Seconds per epoch: training steps, validation, and the epoch's end (checkpoint)."""
+        return {
+            "steps": [t - b for b, t in zip(self.begins, self.test_begins, strict=True)],
+            "validation": [e - t for t, e in zip(self.test_begins, self.test_ends, strict=True)],
+            "commit": [e - t for t, e in zip(self.test_ends, self.ends, strict=True)],
+        }
+
+
+class StepClock(keras.callbacks.Callback):
+    """Seconds of each epoch of a bare ``model.fit`` (no validation: steps only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def bare_head_fit(cfg: Config, images: Path, epochs: int) -> list[float]:
+    """Per-epoch seconds of a plain ``model.fit`` of phase 1's head on the same features.
+
+    The same model (same seed), the same float16 features the product caches, the same
+    batch size and training-split size; Keras defaults otherwise (one step per call).
+    """
+    import numpy as np
+
+    from transferlab.data import load_dataset, prepare_splits
+    from transferlab.data.pipeline import input_size_for, labels_of
+    from transferlab.models import build_head_model, build_model
+    from transferlab.models.split import HEAD_CUT, prefix_model
+    from transferlab.training.features import cache_prefix
+    from transferlab.training.optim import compile_model, make_optimizer
+
+    run = frozen_config(cfg, images, images.parent / "bare", epochs, cached=True)
+    dataset = load_dataset(run)
+    splits = prepare_splits(run, dataset)
+    size = input_size_for(run, dataset)
+    keras.utils.set_random_seed(run.seed)
+    model = build_model(run, dataset.num_classes, size)
+    cache = cache_prefix(
+        prefix_model(model, HEAD_CUT), HEAD_CUT, dataset, splits, size, run, "bare"
+    )
+    features = np.asarray(cache.outputs[: len(splits.train)], dtype=np.float32)
+    labels = np.eye(dataset.num_classes, dtype=np.float32)[labels_of(dataset, splits.train)]
+    head = build_head_model(run, dataset.num_classes, features.shape[1])
+    steps = -(-len(features) // run.train.batch_size)
+    compile_model(head, run, make_optimizer(run.phase1, None, steps))
+    clock = StepClock()
+    head.fit(
+        features,
+        labels,
+        batch_size=run.train.batch_size,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[clock],
+    )
+    return clock.seconds
 
 
 def phase_seconds(start: float, clock: EpochClock, end: float, epochs: list[int]) -> dict:
@@ -74,6 +157,7 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
         work_dir / "frozen_images", bench.frozen_images, bench.frozen_image_size, classes=2
     )
     runs = iter(range(10**6))
+    epoch_parts: dict[str, list[float]] = {}
 
     def timed(epochs: list[int], cached: bool) -> list[dict]:
         run_cfg = frozen_config(cfg, images, work_dir / f"run{next(runs)}", max(epochs), cached)
@@ -82,6 +166,10 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
         result = train_phase(run_cfg, "phase1", callbacks=[clock])
         seconds = phase_seconds(start, clock, time.perf_counter(), epochs)
         rows = read_metrics(result.run_dir / "metrics.csv")
+        if cached:
+            # Steady state: the first epoch also traces the step and validation functions.
+            for part, seconds in clock.parts().items():
+                epoch_parts.setdefault(part, []).append(statistics.median(seconds[1:]))
         return [
             {
                 "epochs": e,
@@ -99,9 +187,11 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
         if warmup:
             timed([1], True)  # first-call costs (imports, TensorBoard) are not phase 1's
         results = []
+        bare = []
         for _ in range(bench.repeats):
             for cached in (True, False):
                 results += timed(bench.frozen_epochs, cached)
+            bare.append(statistics.median(bare_head_fit(cfg, images, max(bench.frozen_epochs))[1:]))
     finally:
         keras.config.enable_interactive_logging()
     figures = []
@@ -126,6 +216,23 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
         "image_size": bench.frozen_image_size,
         "batch_size": cfg.train.batch_size,
         "figures": figures,
+        # A cached epoch in parts, and its steps against a bare model.fit.
+        "epoch_split": epoch_split_figures(epoch_parts, bare),
         # Every run's time and validation loss at each E: the two arms should agree.
         "results": results,
     }
+
+
+# The issue's goal: cached phase 1's training steps within this factor of a bare fit's.
+STEPS_GOAL = 2.0
+
+
+def epoch_split_figures(parts: dict[str, list[float]], bare: list[float]) -> list[dict]:
+    """A cached phase 1 epoch in parts (median epoch of each repeat), and its steps over
+    a bare ``model.fit``'s epoch."""
+    rows = [figure(f"phase1_cached_epoch_{part}", "s", seconds) for part, seconds in parts.items()]
+    bare_row = figure("bare_fit_epoch_steps", "s", bare)
+    steps_row = rows[0]
+    ratio = ratio_figure("steps_over_bare_fit", steps_row, bare_row, goal=STEPS_GOAL)
+    ratio["goal_met"] = ratio["median"] <= STEPS_GOAL
+    return [*rows, bare_row, ratio]

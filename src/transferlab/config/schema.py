@@ -179,14 +179,22 @@ class TrainConfig:
         default="auto", metadata=switch(on="on", off="off")
     )
     xla: bool = False
-    # Cache backbone features in phase 1 when no augmentation is active.
+    # Freeze once: when no augmentation is active, the frozen layers before a phase's
+    # first trainable one run once per image and the rest trains on their cached outputs
+    # (phase 1: pooled backbone features; phase 2 from conv5: conv4's output).
     cache_features: bool = True
+    # Training steps per call into the compiled graph. "auto": 32 when training on cached
+    # outputs (each step is small; a Python round trip per step would dominate), 1 end to
+    # end. Lowered to a divisor of the epoch's steps.
+    steps_per_execution: int | Literal["auto"] = "auto"
     # Deterministic ops: a run, interrupted and resumed or not, gives the same weights bit
     # for bit (slower on a GPU). Shuffling and dropout are seeded per epoch either way.
     deterministic: bool = False
 
     def check(self) -> None:
         check_min("train.batch_size", self.batch_size, 1)
+        if self.steps_per_execution != "auto":
+            check_min("train.steps_per_execution", self.steps_per_execution, 1)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing={self.label_smoothing}: must be in [0, 1)")
         if self.clip_norm is not None and self.clip_norm <= 0:
@@ -389,6 +397,9 @@ class BenchConfig:
     frozen_images: int = 512
     frozen_epochs: list[int] = field(default_factory=lambda: [10, 30])
     frozen_image_size: int = 64
+    # Phase 2 from conv5 on the frozen phase's images: epochs per arm (conv4's output
+    # cached, and end to end); 0 leaves the benchmark out.
+    phase2_epochs: int = 3
     # Sweep: this many trials of min(frozen_epochs) epochs each on the frozen phase's images,
     # timed against its end-to-end phase 1 of as many epochs.
     sweep_trials: int = 20
@@ -413,6 +424,7 @@ class BenchConfig:
         check_min("bench.batch_size", self.batch_size, 1)
         check_min("bench.frozen_images", self.frozen_images, 4)
         check_min("bench.frozen_image_size", self.frozen_image_size, 8)
+        check_min("bench.phase2_epochs", self.phase2_epochs, 0)
         check_min("bench.sweep_trials", self.sweep_trials, 1)
         check_min("bench.pipeline_images", self.pipeline_images, 1)
         check_min("bench.file_size", self.file_size, 8)

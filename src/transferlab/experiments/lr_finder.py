@@ -32,7 +32,6 @@ from transferlab.training.lr_range import (
 from transferlab.training.optim import class_weights
 from transferlab.training.phase import make_data, phase1_start, starting_model
 from transferlab.training.runtime import set_precision
-from transferlab.training.state import new_state
 
 
 @dataclass
@@ -134,8 +133,7 @@ def phase2_range_test(cfg: Config) -> RangeTest:
     splits = prepare_splits(cfg, dataset)
     size = input_size_for(cfg, dataset)
     num_classes = dataset.num_classes
-    fresh = new_state(cfg, "phase2", Path(cfg.output_dir))
-    model = starting_model(cfg, "phase2", fresh, None, num_classes, size)
+    model = starting_model(cfg, "phase2", num_classes, size)
     data = make_data(cfg, dataset, splits, size, None, num_classes, (0, 1))
     weights = class_weights(cfg, labels_of(dataset, splits.train), num_classes)
     return find_phase_learning_rate(cfg, "phase2", model, reshuffled(data.train), weights)

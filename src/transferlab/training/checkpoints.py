@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import ops
 
+from transferlab.models.split import leaf_layers
 from transferlab.runs import PhasePaths, metrics_row, write_metrics
 from transferlab.training.state import PhaseState, commit
 
@@ -61,6 +63,8 @@ class ReseedEachEpoch(keras.callbacks.Callback):
 
     Keras keeps them in seed-generator variables that a saved model does not hold; set
     from the epoch number, a run resumed at epoch k draws what an uninterrupted run drew.
+    Each stream is told apart by its layer's name, not its position in the model, so a
+    layer draws the same in the full model and in a suffix trained on cached outputs.
     """
 
     def __init__(self, seed: int):
@@ -68,18 +72,22 @@ class ReseedEachEpoch(keras.callbacks.Callback):
         self.seed = seed
 
     def on_epoch_begin(self, epoch, logs=None):
-        generators = [v for v in self.model.variables if "seed_generator_state" in v.path]
-        for index, variable in enumerate(generators):
-            start = np.array([self.seed, epoch * 1000 + index], dtype=variable.dtype)
-            variable.assign(start)
+        for layer in leaf_layers(self.model):
+            generators = [v for v in layer.variables if "seed_generator_state" in v.path]
+            for index, variable in enumerate(generators):
+                stream = zlib.crc32(f"{layer.name}/{index}".encode()) % 1_000_003
+                start = np.array([self.seed, epoch * 1_000_003 + stream], dtype=variable.dtype)
+                variable.assign(start)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """At each epoch end: log a row, update the phase state, commit a checkpoint.
 
     ``state`` is updated in place; ``rows`` are the metrics.csv rows so far. The model
-    being fit is what is checkpointed: the full model, or in feature-cached phase 1
-    the head alone.
+    being fit is what is checkpointed: the full model, or the suffix trained on cached
+    outputs. Nothing runs per batch (a per-batch hook would switch off Keras's
+    asynchronous batches): a NaN loss shows in the epoch's mean loss and stops the phase
+    at that epoch's end, before its checkpoint is written.
     """
 
     def __init__(
@@ -96,7 +104,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.paths, self.state, self.rows = paths, state, rows
         self.metrics_path, self.patience = metrics_path, patience
         self.plateau, self.write = plateau, write
-        self.nan_batch: tuple[int, int] | None = None
+        self.nan_epoch = 0  # the epoch whose loss became NaN, counted from 1
         self.started = time.perf_counter()
         self.epoch = 0
 
@@ -104,15 +112,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.started = time.perf_counter()
         self.epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
-        if logs and not math.isfinite(float(logs.get("loss", 0.0))):
-            self.nan_batch = (self.epoch + 1, batch + 1)
-            self.model.stop_training = True
-
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if self.nan_batch or not math.isfinite(float(logs.get("loss", 0.0))):
-            self.nan_batch = self.nan_batch or (epoch + 1, 0)
+        if not math.isfinite(float(logs.get("loss", 0.0))):
+            self.nan_epoch = epoch + 1
             self.model.stop_training = True
             return
         # The rate this epoch trained with, not the one a plateau just set for the next.

@@ -1,24 +1,37 @@
-"""Phase 1's feature cache, and the metadata statistics fusion models carry.
+"""Freeze once: the frozen prefix's outputs, computed once and cached; and the metadata
+statistics fusion models carry.
 
-The feature-cached phase 1 trains the head on pooled backbone features; a fusion head
-takes the metadata and boxes beside them, normalized with the training split's
-statistics, which ``build_model`` stores in the model.
+A phase whose first trainable layer comes after frozen backbone layers (and whose images
+do not change between epochs) runs that frozen prefix once per image. Its outputs are
+kept in float16 (half the memory; the suffix computes in its own precision), in memory
+when they take at most ``MEMORY_SHARE`` of the available memory, else in a .npy file
+under ``<output_dir>/cache/<experiment>/``, named by a key of the data, the prefix's
+weights and the split, so that any change of those computes them again.
+
+A fusion head takes the metadata and boxes beside them, normalized with the training
+split's statistics, which ``build_model`` stores in the model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import time
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from transferlab.config import Config
 from transferlab.data import ImageDataset, Splits
 from transferlab.data.pipeline import feature_dataset, make_tf_dataset
 from transferlab.data.side import side_input_names
-from transferlab.progress import PredictProgress
+from transferlab.progress import progress_bar, say
+from transferlab.runs import write_with
 
 
 def metadata_stats(cfg: Config, dataset: ImageDataset, splits: Splits) -> dict | None:
@@ -64,31 +77,132 @@ def stats_of(model: keras.Model) -> dict | None:
     return {"mean": layer.mean, "variance": layer.variance}
 
 
-def feature_datasets(
-    extractor, dataset, splits, size, batch, num_classes, cfg, epochs, drop_remainder=False
-):
-    """Pooled backbone features of the train and val splits, computed once.
+# At most this share of the available memory holds the prefix outputs; larger go to disk.
+MEMORY_SHARE = 0.25
 
-    Returns the train feature batches for ``epochs`` (first, end), the val feature
-    batches, and a checksum of the features, which a resumed run compares to be sure
-    its backbone is the interrupted run's.
+
+@dataclass
+class PrefixCache:
+    """The frozen prefix's outputs for the train split's rows, then the val split's."""
+
+    outputs: np.ndarray  # float16; an np.memmap when kept on disk
+    key: str  # what they were computed from (data, prefix weights, split)
+    where: str  # "memory" or the .npy file
+    seconds: float  # computing (or opening) them
+
+
+def cache_prefix(
+    prefix: keras.Model, cut: str, dataset, splits, size: int, cfg: Config, phase: str
+) -> PrefixCache:
+    """Run ``prefix`` (ending at layer ``cut``) once over the train and val images.
+
+    A cache file with the same key (an interrupted run's, or an earlier run's of the same
+    data and prefix) is opened instead of computing again.
     """
-    names = side_input_names(cfg)
+    started = time.perf_counter()
     both = pd.concat([splits.train, splits.val])
-    images = make_tf_dataset(dataset, both, batch, size, side_names=names)
-    # One predict call over full batches only (the last wraps round to the first images):
-    # predict traces the backbone once per batch shape, and on a small dataset a trace
-    # costs more than computing the features.
-    full_batches = math.ceil(len(both) / batch) * batch
+    shape = (len(both), *prefix.output.shape[1:])
+    key = cache_key(prefix, cut, dataset, both, size)
+    nbytes = math.prod(shape) * 2
+    if nbytes <= MEMORY_SHARE * available_memory():
+        outputs = np.empty(shape, np.float16)
+        run_prefix(prefix, dataset, both, size, cfg, phase, outputs)
+        return PrefixCache(outputs, key, "memory", time.perf_counter() - started)
+    folder = Path(cfg.output_dir) / "cache" / cfg.experiment
+    path = folder / f"{phase}_{cut}_{key}.npy"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob(f"{phase}_*.npy"):
+            old.unlink()  # another key: other data, weights or split; it would only fill the disk
+        say(f"{phase}: {nbytes / 2**30:.1f} GiB of prefix outputs go to {path}")
+
+        def write(tmp):
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+            run_prefix(prefix, dataset, both, size, cfg, phase, out)
+            out.flush()
+            del out
+
+        write_with(path, write, durable=True)
+    outputs = np.load(path, mmap_mode="r")
+    return PrefixCache(outputs, key, str(path), time.perf_counter() - started)
+
+
+def run_prefix(prefix, dataset, table, size, cfg, phase, out: np.ndarray) -> None:
+    """``prefix``'s outputs for ``table``'s images, written into ``out`` as float16."""
+    batch = cfg.train.batch_size
+    images = make_tf_dataset(dataset, table, batch, size, side_names=side_input_names(cfg))
+    # Full batches only (the last wraps round to the first images): the prefix is traced
+    # once per batch shape, and on a small dataset a trace costs more than the pass.
+    full_batches = math.ceil(len(table) / batch) * batch
     images = images.unbatch().repeat().take(full_batches).batch(batch)
-    watch = PredictProgress(full_batches, "phase1: backbone features, computed once")
-    features = extractor.predict(images, verbose=0, callbacks=[watch])
-    features = features.astype(np.float32)[: len(both)]
+    bar = progress_bar(len(table), f"{phase}: frozen prefix, computed once")
+    start = 0
+    for inputs, _ in images:
+        rows = min(batch, len(table) - start)
+        out[start : start + rows] = np.asarray(prefix.predict_on_batch(inputs))[:rows]
+        start += rows
+        bar.update(rows)
+    bar.close()
+
+
+def cache_key(prefix: keras.Model, cut: str, dataset, table: pd.DataFrame, size: int) -> str:
+    """A hash of what the prefix outputs depend on: its weights and precision, the images
+    (files' sizes and times, or in-memory pixels), the split's samples in order, the size."""
+    digest = hashlib.sha1()
+    digest.update(f"{cut}|{prefix.compute_dtype}|{size}".encode())
+    for weight in prefix.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    rows = dataset.rows(table["sample_id"])
+    columns = [c for c in ("sample_id", "path", "label") if c in dataset.table]
+    digest.update(dataset.table[columns].iloc[rows].to_csv(index=False).encode())
+    if dataset.in_memory:
+        digest.update(np.ascontiguousarray(dataset.images[rows]).tobytes())
+    else:
+        for path in dataset.table["path"].iloc[rows]:
+            stat = Path(path).stat()
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable on Linux)."""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def cached_datasets(
+    cache: PrefixCache, dataset, splits, batch, num_classes, cfg, epochs, drop_remainder=False
+):
+    """Training batches (for ``epochs`` (first, end)) and validation batches of the cache.
+
+    Batched and shuffled exactly as the images would be (same seed, same order): the
+    batches carry row numbers, which become the cached outputs as the batch is read.
+    """
+    outputs = cache.outputs
     cut = len(splits.train)
+    index = np.arange(cut + len(splits.val))
+
+    def rows_of(numbers):
+        rows = tf.numpy_function(lambda i: np.asarray(outputs[i]), [numbers], tf.float16)
+        rows.set_shape((None, *outputs.shape[1:]))
+        return tf.cast(rows, tf.float32)
+
+    def look_up(inputs, labels):
+        if isinstance(inputs, dict):
+            return {**inputs, "features": rows_of(inputs["features"])}, labels
+        return rows_of(inputs), labels
+
+    train = feature_dataset(
+        index[:cut], dataset, splits.train, batch, num_classes, cfg, epochs, drop_remainder
+    )
+    val = feature_dataset(index[cut:], dataset, splits.val, batch, num_classes, cfg)
     return (
-        feature_dataset(
-            features[:cut], dataset, splits.train, batch, num_classes, cfg, epochs, drop_remainder
-        ),
-        feature_dataset(features[cut:], dataset, splits.val, batch, num_classes, cfg),
-        float(np.abs(features).sum(dtype=np.float64)),
+        train.map(look_up, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE),
+        val.map(look_up).prefetch(tf.data.AUTOTUNE),
     )

@@ -48,7 +48,9 @@ def make_optimizer(phase: PhaseConfig, clip_norm: float | None, steps_per_epoch:
     return optimizers[phase.optimizer]()
 
 
-def compile_model(model: keras.Model, cfg: Config, optimizer) -> keras.Model:
+def compile_model(
+    model: keras.Model, cfg: Config, optimizer, steps_per_execution: int = 1
+) -> keras.Model:
     """Compile with one-hot labels: label smoothing, MixUp and CutMix all need them.
 
     Macro-F1 is Keras's streaming F1Score: it accumulates counts over the whole
@@ -63,6 +65,7 @@ def compile_model(model: keras.Model, cfg: Config, optimizer) -> keras.Model:
         ],
         # Explicit: Keras's "auto" would turn XLA on for any GPU.
         jit_compile=cfg.train.xla,
+        steps_per_execution=steps_per_execution,
     )
     return model
 

@@ -1,19 +1,22 @@
 """``train_phase(cfg, phase)``: phase 1 (frozen backbone) and phase 2 (fine-tuning).
 
-Phase 1 trains the head on a frozen backbone (or, with ``phase1.unfreeze_from``, end
-to end from that stage). With no augmentation and a frozen backbone, the backbone
-sees each image once: its pooled features are cached and the head trains on
-them alone. Its checkpoints then hold the head alone, and the full best model is
-written once, when the phase stops. Phase 2 loads phase 1's best
-model, unfreezes from ``phase2.unfreeze_from`` (BatchNorm stays frozen) and
-recompiles at its own, lower learning rate. Both resume after a crash or Ctrl-C.
+Phase 1 trains the head on a frozen backbone (or, with ``phase1.unfreeze_from``, from
+that stage on). Phase 2 loads phase 1's best model, unfreezes from
+``phase2.unfreeze_from`` (BatchNorm stays frozen) and recompiles at its own, lower
+learning rate. Both resume after a crash or Ctrl-C.
+
+Both follow one recipe, freeze once: the model splits at its first trainable layer;
+when no augmentation changes the images, the frozen prefix runs once per image, its
+outputs are cached and the trainable suffix trains on them (phase 1: the head on pooled
+features; phase 2 from conv5: conv5 and the head on conv4's output). Checkpoints hold
+what trains; the full best model is assembled from the best one when the phase stops.
+Otherwise the phase trains end to end, and its log line says why.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,15 +40,15 @@ from transferlab.data.pipeline import (
 from transferlab.data.splits import write_skipped
 from transferlab.models import (
     backbone_of,
-    build_head_model,
     build_model,
-    copy_head_weights,
     freeze_backbone,
+    get_backbone,
     load_model,
     side_input_names,
     unfreeze_from,
 )
-from transferlab.progress import EpochProgress
+from transferlab.models.split import copy_weights, find_cut, prefix_model, suffix_model
+from transferlab.progress import EpochProgress, say
 from transferlab.runs import (
     PhasePaths,
     new_run_dir,
@@ -58,7 +61,7 @@ from transferlab.runs import (
 from transferlab.runs.tracking import check_tracking, track_run
 from transferlab.training.checkpoints import EpochCheckpoint, ReseedEachEpoch, ResumablePlateau
 from transferlab.training.curves import plot_curves
-from transferlab.training.features import feature_datasets, metadata_stats, stats_of
+from transferlab.training.features import cache_prefix, cached_datasets, metadata_stats
 from transferlab.training.lr_range import resolve_learning_rate
 from transferlab.training.optim import class_weights, compile_model, make_optimizer
 from transferlab.training.runtime import choose_strategy, describe_device, is_chief, set_precision
@@ -111,7 +114,8 @@ class Data:
     val: tf.data.Dataset
     steps_per_epoch: int
     feature_cache_s: float = 0.0
-    feature_checksum: float = 0.0
+    prefix_key: str = ""
+    cache_where: str = ""
 
 
 def train_phase(
@@ -153,46 +157,40 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     else:
         print(f"[transferlab] resuming {phase} after epoch {state.epoch} in {state.run_dir}")
     run_dir = Path(state.run_dir)
-    cached = uses_feature_cache(cfg, phase)
-    state.feature_cached = cached
     num_classes = dataset.num_classes
 
     with strategy.scope():
         size = input_size_for(cfg, dataset)
         stats = metadata_stats(cfg, dataset, splits)
-        full = starting_model(cfg, phase, state, paths, num_classes, size, stats)
+        # The recipe: the full model this phase starts from; where it splits (the frozen
+        # prefix runs once per image, the trainable suffix trains on its outputs); the
+        # model fit trains; the best checkpoint put back onto the full model at the end.
+        full = starting_model(cfg, phase, num_classes, size, stats)
+        plan = plan_freeze_once(cfg, phase, full)
+        say(plan.describe(phase))
+        state.feature_cached = plan.cached
         epochs = (state.epoch, phase_cfg.epochs)
         data = make_data(
-            cfg,
-            dataset,
-            splits,
-            size,
-            full if cached else None,
-            num_classes,
-            epochs,
-            strategy.num_replicas_in_sync,
+            cfg, dataset, splits, size, plan, num_classes, epochs, strategy.num_replicas_in_sync
         )
+        check_same_prefix(state, data.prefix_key, paths)
         # learning_rate=auto becomes a number here (a resumed run reuses its own), before
         # the optimizer, the plateau callback or the summary read it.
         cfg, lr_facts = resolve_learning_rate(
             cfg,
             phase,
             run_dir,
-            lambda: head_of(cfg, full) if cached else full,
+            lambda: plan.trained,
             data.train,
             class_weights(cfg, labels_of(dataset, splits.train), num_classes),
             write=is_chief(),
         )
         phase_cfg = cfg.phase(phase)
-        trainer = training_model(cfg, phase_cfg, paths, state, full, cached, data)
-    if cached:
-        check_same_features(state, data.feature_checksum, paths)
-    else:
-        full = trainer
+        trainer = compiled_trainer(cfg, phase_cfg, paths, state, plan, data)
 
     rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["epoch"] <= state.epoch]
     own_callbacks, checkpoint = make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir)
-    own_callbacks.append(EpochProgress(phase, phase_cfg.epochs, data.steps_per_epoch))
+    own_callbacks.append(EpochProgress(phase, phase_cfg.epochs))
     last_epoch = state.epoch if state.stop_reason == "early_stopping" else phase_cfg.epochs
     stop_reason = "completed"
     try:
@@ -217,8 +215,8 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     if is_chief():
         # Before the state says "finished": a kill in between leaves a run that resumes
         # with no epoch left to run and publishes the best model then.
-        publish_best(paths, state, full, cached, phase, stop_reason)
-    if checkpoint.nan_batch:
+        publish_best(paths, state, full, phase, stop_reason)
+    if checkpoint.nan_epoch:
         stop_reason = "nan_loss"
     elif state.stop_reason == "early_stopping":
         stop_reason = "early_stopping"
@@ -233,10 +231,16 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
         "device": describe_device(),
         "replicas": strategy.num_replicas_in_sync,
         # What ran: the trained layers' dtype policy, and whether Keras compiled with XLA.
-        "precision": trainer.get_layer("logits").dtype_policy.name,
+        "precision": full.get_layer("logits").dtype_policy.name,
         "xla": bool(trainer.jit_compile),
         # The phase's own model; none when it wrote none (a phase 2 that kept phase 1's).
         "model_path": str(paths.best) if paths.best.is_file() else None,
+        # Freeze once: the last frozen layer whose outputs were cached, where they were
+        # kept, or why the phase trained end to end.
+        "cached_at": plan.cut,
+        "prefix_cache": data.cache_where or None,
+        "end_to_end_reason": plan.reason or None,
+        "steps_per_execution": trainer.steps_per_execution,
         **lr_facts,
         **best_model_of_experiment(paths, state, start),
     }
@@ -244,9 +248,8 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     if is_chief():
         track_run(cfg, run_dir, phase)
     if stop_reason == "nan_loss":
-        epoch, batch = checkpoint.nan_batch
         raise TrainingError(
-            f"{phase}: the loss became NaN in epoch {epoch} (batch {batch}); training stopped. "
+            f"{phase}: the loss became NaN in epoch {checkpoint.nan_epoch}; training stopped. "
             f"Lower {phase}.learning_rate (now {phase_cfg.learning_rate}), set train.clip_norm "
             "(e.g. 1.0), or try train.mixed_precision=off."
             + (
@@ -340,19 +343,14 @@ def begin_run(cfg, phase, paths, dataset, start: Phase1Start) -> PhaseState:
     return state
 
 
-def uses_feature_cache(cfg: Config, phase: str) -> bool:
-    """Phase 1 trains its head on cached features unless images or the backbone change."""
-    end_to_end = cfg.model.augmentation or cfg.phase1.unfreeze_from
-    return phase == "phase1" and cfg.train.cache_features and not end_to_end
+def starting_model(cfg, phase, num_classes, input_size, stats=None) -> keras.Model:
+    """The full model this phase starts from, frozen and unfrozen as the phase trains it.
 
-
-def starting_model(cfg, phase, state, paths, num_classes, input_size, stats=None):
-    """The full model this phase starts from (or, when resuming, continues)."""
-    if state.epoch and not state.feature_cached:
-        return None  # the checkpoint is the full model itself
+    Phase 1: built from the config (same seed and weights every time, so a resumed run
+    rebuilds it); phase 2: phase 1's best model. A resumed run's weights come from its
+    checkpoint; this model is what they are put back onto.
+    """
     if phase == "phase1":
-        # Resuming cached phase 1 rebuilds the same backbone (same seed and weights; the
-        # feature checksum confirms it); the head comes from the checkpoint.
         model = build_model(cfg, num_classes, input_size, stats)
         stage = cfg.phase1.unfreeze_from
         return unfreeze_from(model, stage, cfg.model.backbone) if stage else model
@@ -368,28 +366,69 @@ def starting_model(cfg, phase, state, paths, num_classes, input_size, stats=None
     return unfreeze_from(model, stage, cfg.model.backbone) if stage else freeze_backbone(model)
 
 
-def check_same_features(state: PhaseState, checksum: float, paths: PhasePaths) -> None:
-    """Stop a resumed cached phase 1 whose backbone computes other features than before."""
-    if state.feature_checksum is None:
-        state.feature_checksum = checksum
-    if not math.isclose(state.feature_checksum, checksum, rel_tol=1e-4):
+@dataclass
+class FreezeOnce:
+    """How a phase trains: the frozen prefix once and the suffix on its outputs, or the
+    full model end to end (``reason`` says why)."""
+
+    phase: str
+    trained: keras.Model  # what fit trains: the suffix, or the full model
+    cut: str | None = None  # the last frozen layer, whose outputs are cached
+    prefix: keras.Model | None = None
+    reason: str = ""
+
+    @property
+    def cached(self) -> bool:
+        return self.cut is not None
+
+    def describe(self, phase: str) -> str:
+        if self.cached:
+            return (
+                f"{phase}: the frozen layers up to {self.cut} run once per image; the "
+                "layers after them train on their cached outputs"
+            )
+        return f"{phase}: trains end to end: {self.reason}"
+
+
+def plan_freeze_once(cfg: Config, phase: str, full: keras.Model) -> FreezeOnce:
+    """Split ``full`` at its first trainable layer when nothing before it changes per epoch."""
+    if not cfg.train.cache_features:
+        return FreezeOnce(phase, full, reason="train.cache_features is off")
+    if cfg.model.augmentation:
+        return FreezeOnce(
+            phase,
+            full,
+            reason=f"model.augmentation={cfg.model.augmentation} changes the images every "
+            "epoch, so the frozen layers' outputs change too",
+        )
+    cut = find_cut(full)
+    if cut.layer is None:
+        return FreezeOnce(phase, full, reason=f"nothing frozen to compute once ({cut.reason})")
+    # Fusion's metadata and boxes join after the backbone, so the suffix takes them.
+    side = side_input_names(cfg) if cfg.model.inputs == "fusion" else []
+    inference = get_backbone(cfg.model.backbone).inference_mode
+    suffix = suffix_model(full, cut.layer, side, inference)
+    return FreezeOnce(phase, suffix, cut.layer, prefix_model(full, cut.layer))
+
+
+def check_same_prefix(state: PhaseState, key: str, paths: PhasePaths) -> None:
+    """Stop a resumed phase whose frozen prefix computes other outputs than before."""
+    if not state.prefix_key:
+        state.prefix_key = key
+    if state.prefix_key != key:
         raise TrainingError(
-            f"the interrupted phase 1 in {paths.state} trained its head on other backbone "
-            "features than this run computes (were model.weights or the images replaced?). "
-            f"Delete {paths.state} to start phase 1 afresh."
+            f"the interrupted {state.phase} in {paths.state} trained on the outputs of other "
+            "frozen layers or other images than this run has (were model.weights, the images "
+            f"or phase 1's model replaced?). Delete {paths.state} to start {state.phase} afresh."
         )
 
 
-def publish_best(paths, state, full, cached, phase, stop_reason) -> None:
-    """Write the phase's best model where evaluation and phase 2 read it."""
+def publish_best(paths, state, full, phase, stop_reason) -> None:
+    """Write the phase's best model where evaluation and phase 2 read it: the best
+    checkpoint's weights (the suffix's, or the full model's) on the full model."""
     if state.best_file:
-        best_checkpoint = paths.folder / state.best_file
-        if cached:
-            # The checkpoint holds the head alone: put it back onto the full model.
-            copy_head_weights(load_model(best_checkpoint), full)
-            write_with(paths.best, full.save)
-        else:
-            write_with(paths.best, lambda tmp: shutil.copyfile(best_checkpoint, tmp))
+        copy_weights(load_model(paths.folder / state.best_file), full)
+        write_with(paths.best, full.save)
     elif phase == "phase1" and stop_reason == "completed" and state.epoch == 0:
         # No epoch ran (epochs=0): the starting model is the best there is.
         write_with(paths.best, full.save)
@@ -410,36 +449,36 @@ def best_model_of_experiment(paths, state, start: Phase1Start) -> dict:
     return found
 
 
-def training_model(cfg, phase_cfg, paths, state, full, cached, data) -> keras.Model:
-    """The compiled model ``fit`` trains: the full model, or the head on cached features."""
+def compiled_trainer(cfg, phase_cfg, paths, state, plan: FreezeOnce, data) -> keras.Model:
+    """The compiled model ``fit`` trains; a resumed run's comes from its last checkpoint."""
+    steps = steps_per_execution(cfg, plan, data.steps_per_epoch)
     if state.epoch:
         # Resume: weights and optimizer state (moments, step count, learning rate).
         model = keras.models.load_model(paths.folder / state.last_file, safe_mode=True)
-        return compile_model(model, cfg, model.optimizer)
-    model = head_of(cfg, full) if cached else full
-    return compile_model(
-        model, cfg, make_optimizer(phase_cfg, cfg.train.clip_norm, data.steps_per_epoch)
+        return compile_model(model, cfg, model.optimizer, steps)
+    optimizer = make_optimizer(phase_cfg, cfg.train.clip_norm, data.steps_per_epoch)
+    return compile_model(plan.trained, cfg, optimizer, steps)
+
+
+def steps_per_execution(cfg: Config, plan: FreezeOnce, steps_per_epoch: int) -> int:
+    """Training steps per call into the compiled graph: ``train.steps_per_execution``
+    (auto: up to 32 on cached outputs, whose steps are too small to pay a Python round
+    trip each; 1 end to end), lowered to a divisor of the epoch's steps so no call runs
+    into the next epoch's batches."""
+    wanted = cfg.train.steps_per_execution
+    if wanted == "auto":
+        wanted = 32 if plan.cached else 1
+    return max(
+        d for d in range(1, min(int(wanted), steps_per_epoch) + 1) if steps_per_epoch % d == 0
     )
 
 
-def head_of(cfg, full) -> keras.Model:
-    """Phase 1's head alone, holding ``full``'s head weights: it trains on cached features."""
-    head = build_head_model(
-        cfg,
-        full.output_shape[-1],
-        full.get_layer("head_pool").output.shape[-1],
-        stats_of(full),
-    )
-    copy_head_weights(full, head)
-    return head
-
-
-def make_data(cfg, dataset, splits, size, feature_model, num_classes, epochs, replicas=1) -> Data:
+def make_data(cfg, dataset, splits, size, plan, num_classes, epochs, replicas=1) -> Data:
     """Training batches for ``epochs`` (first, end) and validation batches.
 
-    Images, or pooled features when ``feature_model`` is given. With several replicas,
-    every training batch is full (the remainder of each epoch is dropped) so that it
-    splits evenly; validation batches are sized to split evenly too.
+    Images, or the frozen prefix's cached outputs when ``plan`` caches them. With several
+    replicas, every training batch is full (the remainder of each epoch is dropped) so
+    that it splits evenly; validation batches are sized to split evenly too.
     """
     batch = cfg.train.batch_size
     even = replicas > 1
@@ -449,13 +488,10 @@ def make_data(cfg, dataset, splits, size, feature_model, num_classes, epochs, re
         return x, tf.one_hot(y, num_classes)
 
     names = side_input_names(cfg)
-    if feature_model is not None:
-        started = time.perf_counter()
-        extractor = keras.Model(feature_model.input, feature_model.get_layer("head_pool").output)
-        train, val, checksum = feature_datasets(
-            extractor, dataset, splits, size, batch, num_classes, cfg, epochs, even
-        )
-        data = Data(splits, size, train, val, steps, time.perf_counter() - started, checksum)
+    if plan is not None and plan.cached:
+        cache = cache_prefix(plan.prefix, plan.cut, dataset, splits, size, cfg, plan.phase)
+        train, val = cached_datasets(cache, dataset, splits, batch, num_classes, cfg, epochs, even)
+        data = Data(splits, size, train, val, steps, cache.seconds, cache.key, cache.where)
     else:
         train = make_tf_dataset(
             dataset, splits.train, batch, size, epochs, cfg.seed, names, drop_remainder=even

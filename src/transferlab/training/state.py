@@ -41,8 +41,10 @@ class PhaseState:
     wait: int = 0  # epochs since the best, for early stopping
     stop_reason: str = ""
     finished: bool = False
+    # Freeze once: whether the phase trains on its frozen prefix's cached outputs, and
+    # the key of what they were computed from (a resumed run must compute the same).
     feature_cached: bool = False
-    feature_checksum: float | None = None
+    prefix_key: str = ""
     plateau: dict | None = None  # ReduceLROnPlateau's counters
     # File names, in the phase's checkpoint folder, of the last and the best checkpoint.
     last_file: str = ""
@@ -54,6 +56,9 @@ class PhaseState:
     @classmethod
     def from_dict(cls, data: dict) -> PhaseState:
         names = {f.name for f in dataclasses.fields(cls)}
+        if isinstance(data, dict):
+            # Written before freeze once keyed its cache: a resumed run computes the key.
+            data = {k: v for k, v in data.items() if k != "feature_checksum"}
         missing = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
         if not isinstance(data, dict) or missing - set(data) or set(data) - names:
             raise ValueError("it does not hold a transferlab phase state")
