@@ -275,3 +275,16 @@ def test_keras_load_model_reads_every_saved_model_after_import_transferlab(saved
     run_fresh(LOAD.format(imports=imports), folder)
     for name, probabilities in expected.items():
         np.testing.assert_allclose(np.load(folder / f"{name}_loaded.npy"), probabilities)
+
+
+def test_the_exports_jpeg_decode_turns_photos_upright_as_the_reader_does(tmp_path):
+    coarse = np.random.default_rng(1).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    picture = Image.fromarray(coarse).resize((40, 24), Image.BILINEAR)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        exif.endian = "<" if orientation % 2 else ">"  # both byte orders cameras write
+        path = tmp_path / f"turned_{orientation}.jpg"
+        picture.save(path, quality=95, exif=exif)
+        served = decode_encoded(tf.constant(path.read_bytes()), 16).numpy()
+        assert np.abs(served.astype(int) - read_image(path, 16)).max() <= 1, orientation

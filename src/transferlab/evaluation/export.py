@@ -28,6 +28,7 @@ from transferlab.models.signature import input_size_of, side_names_of
 from transferlab.runs import new_run_dir, write_json
 
 SIGNATURE = "serving_default"
+ORIENTATION_TAG = 0x0112  # EXIF: how a photo must be turned to be seen upright
 # Encoded files (JPEG, PNG, BMP, GIF bytes), decoded inside as the reader decodes them.
 ENCODED_SIGNATURE = "serve_encoded"
 
@@ -155,13 +156,13 @@ def decode_encoded(contents: tf.Tensor, size: int) -> tf.Tensor:
     """One encoded JPEG, PNG, BMP or GIF (a string scalar) as ``read_image(file, size)`` reads it.
 
     A JPEG decodes at the scale Pillow's ``draft`` picks (``data.images.draft_scale``),
-    with libjpeg's accurate integer DCT as Pillow uses it: the same pixels. Returns
-    uint8 (size, size, 3).
+    with libjpeg's accurate integer DCT as Pillow uses it (the same pixels), and is turned
+    upright by its EXIF orientation as the reader turns it. Returns uint8 (size, size, 3).
     """
     is_jpeg = tf.equal(tf.strings.substr(contents, 0, 2), b"\xff\xd8")
     pixels = tf.cond(
         is_jpeg,
-        lambda: decode_jpeg_draft(contents, size),
+        lambda: turn_upright(decode_jpeg_draft(contents, size), exif_orientation(contents)),
         lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
     )
     resized = resize_images(pixels[None], size)[0]
@@ -181,6 +182,58 @@ def decode_jpeg_draft(contents: tf.Tensor, size: int) -> tf.Tensor:
         )
 
     return tf.switch_case(branch, [at(1), at(2), at(4), at(8)])
+
+
+# Where the reader's ImageOps.exif_transpose sends each EXIF orientation (2-8), in ops.
+ORIENTATIONS = [
+    lambda image: image,  # 1 (and anything unreadable): as stored
+    lambda image: image[:, ::-1],  # 2: mirrored
+    lambda image: image[::-1, ::-1],  # 3: turned 180 degrees
+    lambda image: image[::-1],  # 4: flipped upside down
+    lambda image: tf.transpose(image, [1, 0, 2]),  # 5: transposed
+    lambda image: tf.image.rot90(image, 3),  # 6: turned 90 degrees clockwise
+    lambda image: tf.transpose(image[::-1, ::-1], [1, 0, 2]),  # 7: transversed
+    lambda image: tf.image.rot90(image, 1),  # 8: turned 90 degrees anticlockwise
+]
+
+
+def turn_upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """``image`` turned as its EXIF ``orientation`` (1-8) says, as the reader does."""
+    return tf.switch_case(orientation - 1, [lambda f=f: f(image) for f in ORIENTATIONS])
+
+
+def exif_orientation(contents: tf.Tensor) -> tf.Tensor:
+    """The EXIF orientation (int32, 1-8) of a JPEG's bytes; 1 when it has none.
+
+    Reads the first IFD of the APP1 "Exif" block (in the file's first 64 KiB, where
+    cameras write it): tag 0x0112, a 16-bit value, in the block's own byte order.
+    """
+    data = tf.io.decode_raw(tf.strings.substr(contents, 0, 65536), tf.uint8)
+    data = tf.cast(tf.concat([data, tf.zeros([16], tf.uint8)], 0), tf.int32)
+    length = tf.shape(data)[0] - 16
+    # Where "Exif\0\0" starts: every window of six bytes compared at once.
+    marker = [ord(c) for c in "Exif"] + [0, 0]
+    found = tf.reduce_all(
+        tf.stack([data[k : length + k] == byte for k, byte in enumerate(marker)]), axis=0
+    )
+    tiff = tf.cast(tf.argmax(tf.cast(found, tf.int32)), tf.int32) + 6
+    little = tf.equal(data[tf.minimum(tiff, length)], ord("I"))
+
+    def number(offset, width):
+        # The unsigned integer of ``width`` bytes at ``offset`` (a scalar or a vector).
+        at = tf.clip_by_value(offset[..., None] + tf.range(width), 0, length + 15)
+        values = tf.gather(data, at)
+        weights = 256 ** tf.range(width)
+        return tf.reduce_sum(values * tf.where(little, weights, weights[::-1]), axis=-1)
+
+    ifd = tiff + number(tiff + 4, 4)
+    count = tf.clip_by_value(number(ifd, 2), 0, 64)
+    entries = ifd + 2 + 12 * tf.range(count)
+    tags, values = number(entries, 2), number(entries + 8, 2)
+    matches = tf.boolean_mask(values, tf.equal(tags, ORIENTATION_TAG))
+    orientation = tf.cond(tf.size(matches) > 0, lambda: matches[0], lambda: tf.constant(1))
+    valid = tf.reduce_any(found) & (orientation >= 1) & (orientation <= 8)
+    return tf.where(valid, orientation, 1)
 
 
 def write_saved_model(

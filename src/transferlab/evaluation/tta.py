@@ -32,10 +32,12 @@ def tta_probabilities(
     """
     if plain is None:
         plain = predict_dataset(model, batches, images, "TTA: plain images")
-    total = plain.copy()
-    for copy in range(passes):
-        copies = augmented_batches(batches, seed, copy)
-        total += predict_dataset(model, copies, images, f"TTA: copy {copy + 1} of {passes}")
+    # All copies in one stream: one predict call, its start-up paid once.
+    copies = augmented_batches(batches, seed, 0)
+    for copy in range(1, passes):
+        copies = copies.concatenate(augmented_batches(batches, seed, copy))
+    predicted = predict_dataset(model, copies, images * passes, f"TTA: {passes} copies")
+    total = plain + predicted.reshape(passes, images, -1).sum(axis=0)
     return total / (passes + 1)
 
 
@@ -98,6 +100,7 @@ def flip_and_shift(images: tf.Tensor, batch_seed: tf.Tensor) -> tf.Tensor:
         interpolation="BILINEAR",
         fill_mode="NEAREST",
     )
+    moved.set_shape(images.shape)  # the model's predict function keeps its traced shape
     if images.dtype.is_floating:
         return tf.cast(moved, images.dtype)
     return tf.cast(tf.clip_by_value(tf.round(moved), 0, images.dtype.max), images.dtype)
