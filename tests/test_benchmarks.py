@@ -56,6 +56,7 @@ def bench(tmp_path_factory):
         "lr_find_speed",
         "sweep_speed",
         "health_speed",
+        "decode_speed",
     ]
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in names}
     return {"results": results, "out": out, "summary": tmp / "benchmarks.md"}
@@ -122,11 +123,18 @@ def test_hardware_limit_reports_fractions_of_the_measured_peak(bench):
 
 def test_pipeline_scaling_runs_n_2n_4n_in_subprocesses(bench):
     result = bench["results"]["pipeline_scaling"]
-    assert [r["images"] for r in result["figures"]] == [4, 8, 16]
+    rows = [(r["figure"], r["images"]) for r in result["figures"]]
+    assert rows == [
+        (name, n) for n in (4, 8, 16) for name in ("ms_per_image", "cached_ms_per_image")
+    ]
     for row in result["figures"]:
         check_figure(row)
         assert row["max_rss_mb"] > 50  # a whole Python process with TensorFlow
     assert result["time_growth"] > 0 and result["memory_growth"] > 0
+    # The first epoch decodes every file; the second takes the kept pixels.
+    assert result["decodes_first_epoch"] == 4 + 8 + 16
+    assert result["decodes_later_epochs"] == 0 and result["decodes_goal_met"]
+    assert "JPEGs decoded in second epochs: 0 (goal 0: met)" in bench["summary"].read_text()
 
 
 def test_pipeline_overhead_names_the_bound(bench):
@@ -157,6 +165,25 @@ def test_evaluate_memory_runs_n_and_4n_in_subprocesses(bench):
         assert 100 < row["max_rss_mb"] < 4000
     assert result["memory_growth"] == pytest.approx(large["max_rss_mb"] / small["max_rss_mb"])
     assert result["goal_met"] == (result["memory_growth"] <= 1.2)
+    # A TTA copy's time per image against the plain pass's, at each size.
+    assert [r["images"] for r in result["tta_speed"]] == [16, 64]
+    for row in result["tta_speed"]:
+        assert row["plain_ms_per_image"] > 0 and row["copy_ms_per_image"] > 0
+        assert row["ratio"] == pytest.approx(row["copy_ms_per_image"] / row["plain_ms_per_image"])
+        assert row["goal_met"] == (row["ratio"] <= 1.15)
+
+
+def test_decode_speed_times_both_decoders_at_one_and_two_workers(bench):
+    result = bench["results"]["decode_speed"]
+    rows = {(r["figure"], r["reader"], r["workers"]): r for r in result["figures"]}
+    for reader in ("reader", "graph"):
+        one, two = rows["images_per_s", reader, 1], rows["images_per_s", reader, 2]
+        check_figure(one)
+        check_figure(two)
+        scaling = rows["scaling", reader, "2 vs 1"]
+        assert scaling["median"] == pytest.approx(two["median"] / one["median"])
+    assert result["images"] == 4 and result["file_size"] == [1920, 1080]
+    assert "## 10. JPEG decoding: 1920x1080 photos" in bench["summary"].read_text()
 
 
 def test_scan_speed_times_first_and_second_scan(bench):

@@ -14,6 +14,8 @@
    on them) against one end-to-end phase 1 of the same epochs.
 9. ``health_speed``: the near-duplicate search at N and 4N images (time per 10,000, growth,
    planted-pair recall) and label-error precision/recall with 5% flipped digits labels.
+10. ``decode_speed``: 1920x1080 JPEGs decoded and resized by 1 and 2 workers, the project's
+   reader and the export's graph-native decode.
 11. ``phase2_cached``: phase 2 from conv5 per epoch, conv4's output cached against end to
    end, beside the limit the prefix's FLOPs allow.
 
@@ -35,7 +37,12 @@ from transferlab.benchmarks.frozen import frozen_phase
 from transferlab.benchmarks.hardware import count_flops, hardware_limit, matmul_peak, model_speed
 from transferlab.benchmarks.health import health_speed
 from transferlab.benchmarks.lr_find import lr_find_speed
-from transferlab.benchmarks.pipeline import pipeline_overhead, pipeline_scaling, stream_folder
+from transferlab.benchmarks.pipeline import (
+    decode_speed,
+    pipeline_overhead,
+    pipeline_scaling,
+    stream_folder,
+)
 from transferlab.benchmarks.sweep import sweep_speed
 from transferlab.benchmarks.timing import machine_info
 from transferlab.config import Config
@@ -65,7 +72,7 @@ def save_result(result: dict, out_dir: Path) -> Path:
 
 
 def run_benchmarks(cfg: Config) -> str:
-    """The `make bench` stage: all nine benchmarks, their files and the summary table."""
+    """The `make bench` stage: all ten benchmarks, their files and the summary table."""
     from transferlab.benchmarks.report import write_summary
 
     out_dir = Path(cfg.output_dir) / "bench"
@@ -101,5 +108,6 @@ def run_benchmarks(cfg: Config) -> str:
         keep(lr_find_speed(cfg, work))
         keep(sweep_speed(cfg, work, frozen))
         keep(health_speed(cfg))
+        keep(decode_speed(cfg, work))
     summary = write_summary(results, machine, Path(cfg.bench.summary))
     return f"results in {out_dir}, summary in {summary}"

@@ -1,7 +1,8 @@
 """Evaluation and folder-scan benchmarks: memory that does not grow with the split, scan once.
 
-``evaluate_memory`` runs ``evaluate`` (TTA on) on N and 4N images, each in a fresh
-process so its peak resident memory is its own. ``scan_speed`` scans a folder of many
+``evaluate_memory`` runs ``evaluate`` (two TTA copies) on N and 4N images, each in a
+fresh process so its peak resident memory is its own, and times a TTA copy against the
+plain pass on the same split. ``scan_speed`` scans a folder of many
 files twice: the first scan decodes every file, the second reads the kept scan.
 """
 
@@ -10,23 +11,31 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from transferlab.benchmarks.pipeline import in_fresh_process, peak_rss_mb, write_synthetic_folder
+from transferlab.benchmarks.pipeline import in_fresh_processes, peak_rss_mb, write_synthetic_folder
 from transferlab.benchmarks.timing import figure
 from transferlab.config import Config
+
+# TTA copies per image in the evaluation benchmark (eval.tta).
+TTA_PASSES = 2
 
 
 def evaluate_folder(settings: dict) -> dict:
     """Save an untrained model of ``settings``' config and evaluate it on the whole folder.
 
     ``settings``: the config overrides (a dict), with the folder as ``data.data_dir``.
-    Returns the images scored, the seconds ``evaluate`` took and this process's peak memory.
+    Returns the images scored, the seconds ``evaluate`` took and this process's peak memory,
+    then the seconds of a plain pass and of ``eval.tta`` TTA copies over the same split,
+    timed apart (both after ``evaluate``, so both read the decoded images it kept).
     """
     import keras
 
     from transferlab.config import load_config
     from transferlab.data import load_dataset
+    from transferlab.data.splits import prepare_splits
     from transferlab.evaluation import evaluate
-    from transferlab.models import build_model
+    from transferlab.evaluation.inference import predict_dataset, split_batches
+    from transferlab.evaluation.tta import tta_probabilities
+    from transferlab.models import build_model, load_model
     from transferlab.runs import best_model_path
 
     cfg = load_config(None, settings)
@@ -39,19 +48,37 @@ def evaluate_folder(settings: dict) -> dict:
     started = time.perf_counter()
     result = evaluate(cfg, model_path=path)
     seconds = time.perf_counter() - started
+    peak = peak_rss_mb()
+
+    model = load_model(path)
+    table = prepare_splits(cfg, dataset)[cfg.eval.split]
+    batches = split_batches(model, cfg, dataset, table)
+    model.predict(batches.take(1), verbose=0)  # tracing, untimed
+    started = time.perf_counter()
+    plain = predict_dataset(model, batches, len(table), "plain")
+    plain_s = time.perf_counter() - started
+    tta_probabilities(model, batches, len(table), cfg.eval.tta, cfg.seed, plain=plain)
+    copies_s = time.perf_counter() - started - plain_s
     return {
         "images": result.metrics["num_samples"],
         "seconds": seconds,
-        "max_rss_mb": peak_rss_mb(),
+        "max_rss_mb": peak,
+        "plain_s": plain_s,
+        "tta_copies_s": copies_s,
     }
 
 
 def evaluate_memory(cfg: Config, work_dir: Path) -> dict:
-    """Peak resident memory and time per image of ``evaluate`` (TTA on) at N and 4N images."""
+    """Peak resident memory and time per image of ``evaluate`` (TTA on) at N and 4N images.
+
+    Also, at each size: a TTA copy's time per image against the plain pass's, same split,
+    same process (goal: within 1.15x).
+    """
     bench = cfg.bench
     input_size = cfg.data.input_size or cfg.model.image_size
-    figures = []
-    for count in (bench.eval_images, 4 * bench.eval_images):
+    counts = (bench.eval_images, 4 * bench.eval_images)
+    calls = []
+    for count in counts:
         root = write_synthetic_folder(work_dir / f"eval{count}", count, bench.file_size, classes=2)
         settings = {
             "experiment": f"bench_eval{count}",
@@ -67,9 +94,12 @@ def evaluate_memory(cfg: Config, work_dir: Path) -> dict:
             "model.weights": "none",
             "train.batch_size": bench.batch_size,
             "eval.split": "test",
-            "eval.tta": 1,
+            "eval.tta": TTA_PASSES,
         }
-        run = in_fresh_process("transferlab.benchmarks.evaluation:evaluate_folder", settings)
+        calls.append((settings,))
+    runs = in_fresh_processes("transferlab.benchmarks.evaluation:evaluate_folder", calls)
+    figures, tta = [], []
+    for count, run in zip(counts, runs, strict=True):
         per_image = run["seconds"] / run["images"] * 1e3
         figures.append(
             figure(
@@ -81,16 +111,30 @@ def evaluate_memory(cfg: Config, work_dir: Path) -> dict:
                 max_rss_mb=run["max_rss_mb"],
             )
         )
+        plain = run["plain_s"] / run["images"] * 1e3
+        copy = run["tta_copies_s"] / (TTA_PASSES * run["images"]) * 1e3
+        ratio = copy / plain
+        tta.append(
+            {
+                "images": run["images"],
+                "plain_ms_per_image": plain,
+                "copy_ms_per_image": copy,
+                "ratio": ratio,
+                "goal": 1.15,
+                "goal_met": ratio <= 1.15,
+            }
+        )
     small, large = figures
     growth = large["max_rss_mb"] / small["max_rss_mb"]
     return {
         "benchmark": "evaluate_memory",
         "backbone": cfg.model.backbone,
         "input_size": input_size,
-        "tta_passes": 1,
+        "tta_passes": TTA_PASSES,
         "memory_growth": growth,
         "goal": 1.2,
         "goal_met": growth <= 1.2,
+        "tta_speed": tta,
         "figures": figures,
     }
 
