@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,14 @@ from PIL import Image
 
 from transferlab.benchmarks.health import altered, textured
 from transferlab.data import DataError, load_dataset, prepare_splits
-from transferlab.data.health.duplicates import image_descriptor, near_duplicate_groups
+from transferlab.data.health.duplicates import (
+    describe,
+    image_descriptor,
+    near_duplicate_block,
+    near_duplicate_groups,
+    near_duplicate_ids,
+    split_table,
+)
 from transferlab.data.health.labels import internal_oof, rank_label_issues
 from transferlab.data.health.run import data_health
 
@@ -75,7 +83,7 @@ def test_descriptors_of_a_copy_stay_close_to_the_original():
         }
     )
     descriptors = np.stack([image_descriptor(p) for p in originals + copies])
-    groups = near_duplicate_groups(table, descriptors, 0.75)
+    groups = near_duplicate_groups(table, descriptors, 0.8)
     assert sorted(sorted(s["sample_id"] for s in g["samples"]) for g in groups) == sorted(
         sorted([f"o{i}", f"c{i}"]) for i in range(10)
     )
@@ -152,19 +160,90 @@ def test_flipped_labels_rank_on_top_of_a_separable_feature_set():
     assert (issues["suggested"].head(15) != issues["label"].head(15)).all()
 
 
-def test_cross_split_groups_are_a_data_finding_and_can_be_left_out(planted):
-    from transferlab.data.health.duplicates import near_duplicate_ids
+def test_split_audit_finds_cross_split_copies_as_a_data_finding(planted, tmp_path):
     from transferlab.reports.splits import data_findings, data_section, read_splits_files
 
     cfg, _ = planted
-    directory = prepare_splits(cfg, load_dataset(cfg)).directory
-    with pytest.raises(DataError, match="run make data-health first"):
-        near_duplicate_ids(directory)
-    with pytest.warns(UserWarning):
-        data_health(cfg)
+    # Making the splits runs the near-duplicate audit: no make data-health needed.
+    with pytest.warns(UserWarning, match="8 group.s. of near-duplicate images span"):
+        directory = prepare_splits(cfg, load_dataset(cfg)).directory
     assert len(near_duplicate_ids(directory)) == 16
+    assert (directory / "near_duplicates.png").is_file()
     files = read_splits_files(cfg)
     assert [f.rule for f in data_findings(files)] == ["near_duplicates"]
     section = data_section(cfg, files, [])
     assert "8 across splits" in section and "near_duplicates.png)" in section
     assert "**Corrections:** none" in section
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "audit.json").write_text("{}")
+    with pytest.raises(DataError, match="run make data-health first"):
+        near_duplicate_ids(tmp_path / "old")
+
+
+def test_small_and_plain_images_are_left_out_of_the_perceptual_search():
+    from sklearn.datasets import load_digits
+
+    # 8x8 digits: different digits of one class are as close as altered copies.
+    digits = load_digits().images[:200]
+    small = [np.repeat((d * 15).astype(np.uint8)[..., None], 3, axis=2) for d in digits]
+    rng = np.random.default_rng(0)
+    plain = [np.full((96, 96, 3), 120, np.uint8) + rng.integers(0, 4, (96, 96, 3), np.uint8)]
+    plain += [np.full((96, 96, 3), 121, np.uint8)]
+    described = [describe(p, min(p.shape[:2])) for p in small + plain]
+    descriptors, reasons = (np.stack(x) for x in zip(*described, strict=True))
+    assert list(reasons) == ["small"] * 200 + ["plain"] * 2
+    table = pd.DataFrame(
+        {"sample_id": [str(i) for i in range(202)], "split": "train", "class_name": "x"}
+    )
+    assert near_duplicate_groups(table, descriptors, 0.8, reasons=reasons) == []
+    # Searched anyway, the digits would fall into false groups.
+    assert near_duplicate_groups(table.iloc[:200], descriptors[:200], 0.8)
+    block = near_duplicate_block([], 202, 0.8, reasons)
+    assert block["not_searched"] == {"smaller_than_40px": 200, "plain": 2}
+
+
+def test_features_find_copies_the_pixels_cannot_and_rank_labels(planted):
+    cfg, _ = planted
+    table = split_table(load_dataset(cfg), prepare_splits(cfg, load_dataset(cfg)))
+    # Cached backbone features (as experiments.features writes them, train/val/test
+    # order): two classes apart, and one val image's features a copy of a train image's.
+    rng = np.random.default_rng(0)
+    labels = table["label"].to_numpy()
+    features = rng.normal(size=(len(table), 16)) + 6 * np.eye(16)[labels]
+    train_row, val_row = 9, int(np.flatnonzero(table["split"] == "val")[0])
+    features[val_row] = features[train_row] + 1e-4
+    folder = Path(cfg.output_dir) / "features"
+    folder.mkdir(parents=True)
+    np.savez(folder / f"{cfg.experiment}_test.npz", features=features.astype(np.float32))
+    with pytest.warns(UserWarning, match="span more than one split"):
+        result = data_health(cfg)
+    by_features = [g for g in result.groups if g["found_by"] == ["features"]]
+    assert [sorted(s["split"] for s in g["samples"]) for g in by_features] == [["train", "val"]]
+    assert {s["sample_id"] for s in by_features[0]["samples"]} == set(
+        table["sample_id"].iloc[[train_row, val_row]]
+    )
+    assert result.source == "internal cross-validation on cached features"
+    assert result.label_issues is not None and result.outliers is not None
+    assert (result.run_dir / "figures" / "outliers.png").is_file()
+
+
+def test_evaluate_reports_metrics_without_cross_split_copies(planted):
+    from tests.tiny_model import build_tiny_model
+    from transferlab.evaluation.evaluate import evaluate
+
+    cfg, _ = planted
+    cfg.eval.exclude_near_duplicates = True
+    cfg.eval.bootstrap = 50
+    path = Path(cfg.models_dir) / f"{cfg.experiment}_phase1_best.keras"
+    path.parent.mkdir(parents=True)
+    build_tiny_model(2, input_size=16).save(path)
+    with pytest.warns(UserWarning, match="span more than one split"):
+        result = evaluate(cfg)
+    left_out = result.metrics["without_near_duplicates"]
+    predictions = result.predictions
+    kept = predictions[~predictions["sample_id"].str.contains("copy_of")]
+    assert left_out["excluded"] == 8 and left_out["num_samples"] == len(kept) == 10
+    assert left_out["accuracy"] == pytest.approx(
+        (kept["true_label"] == kept["predicted_label"]).mean()
+    )
+    assert result.metrics["num_samples"] == 18  # the plain metrics keep every test image

@@ -345,8 +345,10 @@ class HealthConfig:
     """``make data-health``: near-duplicates, likely label errors, outliers."""
 
     # Cosine similarity of two images' perceptual descriptors from which they are
-    # near-duplicates (copies re-encoded, resized or cropped a little stay above ~0.82).
-    duplicate_similarity: float = 0.75
+    # near-duplicates (copies of photos 64 px or larger re-encoded, resized or cropped a
+    # little stay above ~0.8; images under 40 px or plain ones are left out: see
+    # data/health/duplicates.py).
+    duplicate_similarity: float = 0.8
     # The same for cached backbone features, where they exist (0 turns that search off).
     feature_similarity: float = 0.98
     # Images per grid on the data-health page and in the notebook.

@@ -18,6 +18,11 @@ from sklearn.model_selection import train_test_split
 from transferlab.config import Config
 from transferlab.data.core import SPLIT_NAMES, DataError
 from transferlab.data.dataset import ImageDataset
+from transferlab.data.health.duplicates import (
+    audit_near_duplicates,
+    split_table,
+    warn_about_near_duplicates,
+)
 from transferlab.runs import read_json, splits_dir, write_json, write_text
 
 
@@ -65,7 +70,7 @@ def prepare_splits(cfg: Config, dataset: ImageDataset) -> Splits:
         saved = read_json(directory / "settings.json")
         changed = sorted(k for k in {*settings, *saved} if saved.get(k) != settings.get(k))
         if changed and set(changed) <= CORRECTED:
-            return correct_saved_splits(directory, dataset, settings)
+            return correct_saved_splits(cfg, directory, dataset, settings)
         if changed:
             raise DataError(
                 f"the splits saved in {directory} were made with other settings "
@@ -75,17 +80,34 @@ def prepare_splits(cfg: Config, dataset: ImageDataset) -> Splits:
         return read_splits(directory)
     assignment = assign_splits(dataset, cfg.data.splits, cfg.seed)
     splits = write_splits(directory, dataset, assignment)
-    audit = audit_leakage(dataset, assignment)
+    audit = {**audit_leakage(dataset, assignment), **audit_copies(cfg, dataset, splits)}
     write_json(directory / "audit.json", audit)
     write_json(directory / "balance.json", class_balance(splits, dataset.class_names))
     write_skipped(directory / "skipped.csv", dataset.skipped)
     write_json(directory / "settings.json", settings)
     write_corrections_record(directory, dataset, assignment)
     warn_about(audit)
+    warn_about_near_duplicates(audit["near_duplicates"], directory)
     return splits
 
 
-def correct_saved_splits(directory: Path, dataset: ImageDataset, settings: dict) -> Splits:
+def audit_copies(cfg: Config, dataset: ImageDataset, splits: Splits) -> dict:
+    """The near-duplicate audit (perceptual descriptors, about linear in the images),
+    with the cross-split groups' thumbnails beside audit.json for the day checkpoint."""
+    block = audit_near_duplicates(
+        dataset, split_table(dataset, splits), cfg.health.duplicate_similarity
+    )
+    if block["cross_split_groups"] or (splits.directory / "near_duplicates.png").is_file():
+        # matplotlib is imported only when there is a grid to draw or remove.
+        from transferlab.data.health.page import write_cross_split_grid
+
+        write_cross_split_grid(dataset, block["groups"], splits.directory, cfg.health.shown)
+    return {"near_duplicates": block}
+
+
+def correct_saved_splits(
+    cfg: Config, directory: Path, dataset: ImageDataset, settings: dict
+) -> Splits:
     """The saved splits with data.corrections applied: every other image stays in its split.
 
     Dropped images leave their split, relabelled ones keep it with their new label, and
@@ -98,10 +120,11 @@ def correct_saved_splits(directory: Path, dataset: ImageDataset, settings: dict)
     ids = dataset.table["sample_id"].astype(str)
     assignment = np.array([was_in.get(s, "train") for s in ids], dtype=object)
     splits = write_splits(directory, dataset, assignment)
-    audit = audit_leakage(dataset, assignment)
+    audit = {**audit_leakage(dataset, assignment), **audit_copies(cfg, dataset, splits)}
     write_json(directory / "audit.json", {**read_json_or_empty(directory / "audit.json"), **audit})
     write_json(directory / "balance.json", class_balance(splits, dataset.class_names))
     write_json(directory / "settings.json", settings)
+    warn_about_near_duplicates(audit["near_duplicates"], directory)
     record = write_corrections_record(directory, dataset, assignment, was_in)
     if record["test_changed"]:
         warnings.warn(

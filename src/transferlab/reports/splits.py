@@ -88,16 +88,30 @@ def near_duplicates_text(cfg: Config, files: SplitsFiles) -> str:
     """The near-duplicate audit's result, with the cross-split groups' thumbnails."""
     block = (files.audit or {}).get("near_duplicates")
     if block is None:
+        # Splits saved before the split audit looked for near-duplicates.
         return "**Near-duplicates:** _not audited (make data-health)_"
     text = (
         f"**Near-duplicates:** {len(block['groups'])} group(s), "
         f"{block['cross_split_groups']} across splits (audit.json)."
     )
+    text += not_searched_text(block)
     figure = files.folder / "near_duplicates.png"
     if block["cross_split_groups"] and figure.is_file():
         link = os.path.relpath(figure.resolve(), Path(cfg.report.output_dir).resolve())
         text += f"\n\n![near-duplicates across splits]({link})"
     return text
+
+
+def not_searched_text(block: dict[str, Any]) -> str:
+    """Which images the perceptual search left out, or "" when it took every one."""
+    left_out = {k: v for k, v in (block.get("not_searched") or {}).items() if v}
+    if not left_out:
+        return ""
+    parts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in left_out.items())
+    return (
+        f" Left out of the perceptual search (a copy is no closer than a stranger there): "
+        f"{parts}; byte-identical copies are still found."
+    )
 
 
 def corrections_text(record: dict[str, Any] | None) -> str:

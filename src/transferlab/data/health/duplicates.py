@@ -4,10 +4,20 @@ Each image gets a small perceptual descriptor: the lowest 6x6 DCT frequencies of
 YCrCb channel of a 32x32 thumbnail read through the one image reader (a pHash kept as
 real numbers instead of one bit each). Each coefficient is scaled by its spread over
 the dataset, so no single frequency decides. Re-encodes (JPEG 60-95), resizes
-(75-125%) and crops up to 8% keep a cosine similarity above ~0.82 to the original;
-unrelated pictures stay below ~0.5 (measured on textured synthetic images; the tests
-plant such copies). A pHash's 64 bits alone overlap there (copies up to 24 bits
-apart, strangers from 14), which is why the descriptor stays real-valued.
+(75-125%) and crops up to 8% of photos 64 px or larger keep a cosine similarity above
+~0.8 to the original (benchmarks.health measures it on windows of real photos).
+
+Two kinds of image are left out of that search, because there a copy is no closer to
+its original than unrelated pictures are to each other:
+- images under MIN_SIDE px on their short side (an 8x8 digit, a 32x32 CIFAR image):
+  there a crop of a few pixels and a JPEG pass leave an altered copy at a similarity
+  of ~0.5 to its original (5th percentile, 32 px windows of photos), while different
+  8x8 digits of one class reach 0.95. MIN_SIDE still takes the copies of 64 px
+  pictures shrunk to 75% and cropped 8% (44 px);
+- plain images (grey-level spread under MIN_DETAIL of 255 on the thumbnail: sky, a
+  dark background): their few details are JPEG noise, and two of them look alike.
+The audit says how many it left out and why; byte-identical copies of them are still
+found by the split audit's content hash, and similar features where features exist.
 
 Pairs are found without comparing all pairs: random-hyperplane hashing (SimHash) puts
 each image in one bucket per table, and only images sharing a bucket are compared.
@@ -21,17 +31,19 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+from PIL import Image
 from scipy.fft import dctn
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from transferlab.data.core import DataError
+from transferlab.data.core import SPLIT_NAMES, DataError
 from transferlab.data.dataset import ImageDataset
 from transferlab.data.images import read_image, resize_pixels
 
@@ -42,11 +54,15 @@ FREQUENCIES = 6
 # SimHash tables and bits per table: see the module docstring for the probabilities.
 TABLES = 64
 BITS = 12
+# Images smaller (short side, px) or plainer (grey-level standard deviation of the
+# thumbnail, 0-255) than this are left out of the perceptual search: see the docstring.
+MIN_SIDE = 40
+MIN_DETAIL = 6.0
 
 
 def image_descriptor(pixels: np.ndarray) -> np.ndarray:
     """The low-frequency DCT coefficients (DC left out) of each YCrCb channel, float32."""
-    small = cv2.resize(np.ascontiguousarray(pixels), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    small = thumbnail(pixels)
     channels = cv2.cvtColor(small, cv2.COLOR_RGB2YCrCb).astype(np.float32)
     parts = []
     for c in range(3):
@@ -55,17 +71,55 @@ def image_descriptor(pixels: np.ndarray) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def dataset_descriptors(dataset: ImageDataset, rows: np.ndarray | None = None) -> np.ndarray:
-    """One descriptor per table row (or per ``rows``), read through the image reader."""
+def thumbnail(pixels: np.ndarray) -> np.ndarray:
+    return cv2.resize(np.ascontiguousarray(pixels), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+
+
+def image_detail(pixels: np.ndarray) -> float:
+    """How much the thumbnail's grey levels vary (their standard deviation, 0-255)."""
+    return float(cv2.cvtColor(thumbnail(pixels), cv2.COLOR_RGB2GRAY).std())
+
+
+def unchecked_reason(pixels: np.ndarray, short_side: int) -> str:
+    """Why an image is left out of the perceptual search ("" when it is searched)."""
+    if short_side < MIN_SIDE:
+        return "small"
+    if image_detail(pixels) < MIN_DETAIL:
+        return "plain"
+    return ""
+
+
+def describe(pixels: np.ndarray, short_side: int) -> tuple[np.ndarray, str]:
+    """An image's descriptor (read at READ_SIZE) and why it is not searched, if it is not."""
+    small = resize_pixels(pixels, READ_SIZE)
+    return image_descriptor(small), unchecked_reason(small, short_side)
+
+
+def short_side(path: str) -> int:
+    """The shorter side of an image file in pixels, from its header (no decoding)."""
+    with Image.open(path) as image:
+        return min(image.size)
+
+
+def dataset_descriptors(
+    dataset: ImageDataset, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One descriptor per table row (or per ``rows``), read through the image reader, and
+    per row why it is left out of the search ("small", "plain", or "" when searched)."""
     rows = np.arange(len(dataset.table)) if rows is None else rows
     if dataset.in_memory:
-        return np.stack(
-            [image_descriptor(resize_pixels(dataset.images[r], READ_SIZE)) for r in rows]
-        )
-    paths = dataset.table["path"].to_numpy()[rows]
-    # Pillow releases the GIL while it decodes: threads read in parallel.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return np.stack(list(pool.map(lambda p: image_descriptor(read_image(p, READ_SIZE)), paths)))
+        described = [describe(dataset.images[r], min(dataset.images[r].shape[:2])) for r in rows]
+    else:
+        paths = dataset.table["path"].to_numpy()[rows]
+        # Pillow releases the GIL while it decodes: threads read in parallel.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            described = list(
+                pool.map(lambda p: describe(read_image(p, READ_SIZE), short_side(p)), paths)
+            )
+    if not described:
+        return np.zeros((0, 3 * (FREQUENCIES**2 - 1)), np.float32), np.zeros(0, dtype=object)
+    descriptors, reasons = zip(*described, strict=True)
+    return np.stack(descriptors), np.array(reasons, dtype=object)
 
 
 def normalized(descriptors: np.ndarray) -> np.ndarray:
@@ -83,26 +137,29 @@ def similar_pairs(vectors: np.ndarray, threshold: float, seed: int = 0) -> pd.Da
     Only pairs that share a SimHash bucket in some table are compared, so the work grows
     with the images plus the (few) candidates, not with all pairs.
     """
-    n = len(vectors)
-    found: dict[tuple[int, int], float] = {}
-    if n < 2:
-        return pd.DataFrame(columns=["i", "j", "similarity"])
+    columns = ["i", "j", "similarity"]
+    if len(vectors) < 2:
+        return pd.DataFrame(columns=columns)
     planes = np.random.default_rng(seed).normal(size=(vectors.shape[1], TABLES * BITS))
     bits = (vectors @ planes.astype(vectors.dtype)) > 0
     weights = 1 << np.arange(BITS, dtype=np.int64)
+    found_i, found_j, found_s = [], [], []
     for table in range(TABLES):
         keys = bits[:, table * BITS : (table + 1) * BITS] @ weights
         for i, j in bucket_pairs(keys):
-            keep = np.einsum("ij,ij->i", vectors[i], vectors[j]) >= threshold
-            for a, b, s in zip(
-                i[keep],
-                j[keep],
-                np.einsum("ij,ij->i", vectors[i[keep]], vectors[j[keep]]),
-                strict=True,
-            ):
-                found[(int(a), int(b))] = float(s)
-    rows = [(i, j, s) for (i, j), s in sorted(found.items())]
-    return pd.DataFrame(rows, columns=["i", "j", "similarity"])
+            similarity = np.einsum("ij,ij->i", vectors[i], vectors[j])
+            keep = similarity >= threshold
+            found_i.append(i[keep])
+            found_j.append(j[keep])
+            found_s.append(similarity[keep])
+    if not found_i:
+        return pd.DataFrame(columns=columns)
+    i, j, similarity = (np.concatenate(x) for x in (found_i, found_j, found_s))
+    # A pair found in several tables is kept once (np.unique also sorts by i, then j).
+    _, first = np.unique(i.astype(np.int64) * len(vectors) + j, return_index=True)
+    return pd.DataFrame(
+        {"i": i[first], "j": j[first], "similarity": similarity[first].astype(float)}
+    )
 
 
 def bucket_pairs(keys: np.ndarray, chunk: int = 200_000):
@@ -128,8 +185,10 @@ def group_pairs(n: int, pairs: pd.DataFrame) -> list[np.ndarray]:
     i, j = pairs["i"].to_numpy(int), pairs["j"].to_numpy(int)
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     _, component = connected_components(graph, directed=False)
-    sizes = np.bincount(component)
-    return [np.flatnonzero(component == c) for c in np.flatnonzero(sizes > 1)]
+    # Positions sorted by component, cut where the component changes: linear in n.
+    order = np.argsort(component, kind="stable")
+    cuts = np.flatnonzero(np.diff(component[order])) + 1
+    return [members for members in np.split(order, cuts) if len(members) > 1]
 
 
 def near_duplicate_groups(
@@ -138,33 +197,45 @@ def near_duplicate_groups(
     threshold: float,
     features: np.ndarray | None = None,
     feature_threshold: float = 0.0,
+    reasons: np.ndarray | None = None,
 ) -> list[dict]:
     """Groups of near-duplicates among ``table``'s rows (sample_id, split, class_name[, path]).
 
-    ``descriptors``: ``dataset_descriptors`` row-aligned with ``table``; ``features``:
-    backbone features row-aligned too (or None). Each group lists its images, their
-    splits, the lowest similarity joining it and whether it spans splits.
+    ``descriptors`` and ``reasons``: ``dataset_descriptors`` row-aligned with ``table``
+    (rows with a reason are left out of the perceptual search; None searches every row);
+    ``features``: backbone features row-aligned too (or None). Each group lists its
+    images, their splits, the lowest similarity joining it and whether it spans splits.
     """
-    pairs = similar_pairs(normalized(descriptors), threshold).assign(by="pixels")
+    searched = np.flatnonzero(reasons == "") if reasons is not None else np.arange(len(table))
+    pairs = pd.DataFrame(columns=["i", "j", "similarity"])
+    if len(searched) > 1:
+        pairs = similar_pairs(normalized(descriptors[searched]), threshold)
+    pairs = pairs.assign(by="pixels")
+    # Back from positions among the searched rows to table rows.
+    pairs["i"], pairs["j"] = searched[pairs["i"].to_numpy(int)], searched[pairs["j"].to_numpy(int)]
     if features is not None and feature_threshold > 0:
         centred = features - features.mean(axis=0)
         unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
         pairs = pd.concat([pairs, similar_pairs(unit, feature_threshold).assign(by="features")])
     groups = []
+    columns = {c: table[c].to_numpy() for c in ("sample_id", "split", "class_name")}
+    paths = table["path"].fillna("").to_numpy() if "path" in table else np.full(len(table), "")
+    # Each pair's group, to find the lowest similarity and the searches inside a group.
+    by_group = pairs.groupby(pairs["i"].to_numpy(int))
+    first_of = {int(i): frame for i, frame in by_group}
     for members in group_pairs(len(table), pairs):
-        rows = table.iloc[members]
-        inside = pairs[pairs["i"].isin(members)]
-        splits = sorted(set(rows["split"]))
+        inside = pd.concat([first_of[m] for m in members if m in first_of])
+        splits = sorted(set(columns["split"][members]))
         groups.append(
             {
                 "samples": [
                     {
-                        "sample_id": str(r.sample_id),
-                        "path": str(getattr(r, "path", "") or ""),
-                        "split": r.split,
-                        "label": r.class_name,
+                        "sample_id": str(columns["sample_id"][m]),
+                        "path": str(paths[m] or ""),
+                        "split": columns["split"][m],
+                        "label": columns["class_name"][m],
                     }
-                    for r in rows.itertuples()
+                    for m in members
                 ],
                 "splits": splits,
                 "cross_split": len(splits) > 1,
@@ -176,11 +247,19 @@ def near_duplicate_groups(
     return sorted(groups, key=lambda g: (not g["cross_split"], -len(g["samples"])))
 
 
-def near_duplicate_block(groups: list[dict], images: int, threshold: float) -> dict:
-    """audit.json's "near_duplicates": the groups and how many span splits."""
+def near_duplicate_block(
+    groups: list[dict], images: int, threshold: float, reasons: np.ndarray | None = None
+) -> dict:
+    """audit.json's "near_duplicates": the groups, how many span splits, and how many
+    images the perceptual search left out (too small, too plain) with the limits used."""
+    reasons = np.zeros(0, dtype=object) if reasons is None else reasons
     return {
         "images": images,
         "threshold": threshold,
+        "not_searched": {
+            f"smaller_than_{MIN_SIDE}px": int((reasons == "small").sum()),
+            "plain": int((reasons == "plain").sum()),
+        },
         "groups": groups,
         "cross_split_groups": sum(g["cross_split"] for g in groups),
         "test_images_in_cross_split_groups": sorted(
@@ -193,6 +272,42 @@ def near_duplicate_block(groups: list[dict], images: int, threshold: float) -> d
             }
         ),
     }
+
+
+def split_table(dataset: ImageDataset, splits) -> pd.DataFrame:
+    """Train, val and test in that order (the features file's), with split, class and path."""
+    table = pd.concat([splits[n].assign(split=n) for n in SPLIT_NAMES], ignore_index=True)
+    table["sample_id"] = table["sample_id"].astype(str)
+    if "path" in dataset.table:
+        table["path"] = dataset.table["path"].to_numpy()[dataset.rows(table["sample_id"])]
+    return table
+
+
+def audit_near_duplicates(
+    dataset: ImageDataset,
+    table: pd.DataFrame,
+    threshold: float,
+    features: np.ndarray | None = None,
+    feature_threshold: float = 0.0,
+) -> dict:
+    """audit.json's "near_duplicates" block for ``table`` (``split_table``'s rows)."""
+    descriptors, reasons = dataset_descriptors(dataset, dataset.rows(table["sample_id"]))
+    groups = near_duplicate_groups(
+        table, descriptors, threshold, features, feature_threshold, reasons
+    )
+    return near_duplicate_block(groups, len(table), threshold, reasons)
+
+
+def warn_about_near_duplicates(block: dict, directory: Path) -> None:
+    """A terminal warning when near-duplicate groups span splits."""
+    if block["cross_split_groups"]:
+        warnings.warn(
+            f"leakage: {block['cross_split_groups']} group(s) of near-duplicate images span "
+            f"more than one split ({len(block['test_images_in_cross_split_groups'])} test "
+            f"image(s)); see audit.json in {directory}. Test scores may be optimistic: drop "
+            "the copies (data.corrections) or evaluate with eval.exclude_near_duplicates=true",
+            stacklevel=3,
+        )
 
 
 def near_duplicate_ids(directory: Path) -> list[str]:

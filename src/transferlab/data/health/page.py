@@ -57,6 +57,20 @@ def duplicate_rows(groups: list[dict], shown: int) -> tuple[pd.DataFrame, list[s
     return pd.DataFrame(records, columns=["sample_id", "path", "split", "label"]), titles
 
 
+def write_cross_split_grid(
+    dataset: ImageDataset, groups: list[dict], directory: Path, shown: int
+) -> Path | None:
+    """near_duplicates.png beside audit.json: the groups spanning splits, for the day
+    checkpoint's Data finding (removed when none is left)."""
+    path = directory / "near_duplicates.png"
+    crossing = [g for g in groups if g["cross_split"]]
+    if not crossing:
+        path.unlink(missing_ok=True)
+        return None
+    rows, titles = duplicate_rows(crossing, shown)
+    return plot_grid(dataset, rows, titles, path, "Near-duplicates across splits")
+
+
 def issue_titles(issues: pd.DataFrame) -> list[str]:
     return [
         f"{file_name(r)}\ngiven {r.label} → {r.suggested}\nscore {r.score:.2f}"

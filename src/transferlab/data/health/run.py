@@ -8,7 +8,6 @@ groups to the splits' audit.json, where the day checkpoint and evaluation read t
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from transferlab.config import Config
-from transferlab.data import SPLIT_NAMES, ImageDataset, load_dataset, prepare_splits
+from transferlab.data import ImageDataset, load_dataset, prepare_splits
 from transferlab.data.health.duplicates import (
-    dataset_descriptors,
-    near_duplicate_block,
-    near_duplicate_groups,
+    audit_near_duplicates,
+    split_table,
+    warn_about_near_duplicates,
 )
 from transferlab.data.health.labels import (
     internal_oof,
@@ -35,6 +34,7 @@ from transferlab.data.health.page import (
     issue_titles,
     outlier_titles,
     plot_grid,
+    write_cross_split_grid,
 )
 from transferlab.runs import new_run_dir, read_json, write_json, write_text
 
@@ -58,6 +58,8 @@ class HealthResult:
     outliers: pd.DataFrame | None
     source: str  # where the out-of-fold probabilities came from
     figures: dict[str, Path] = field(default_factory=dict)
+    # Images the perceptual search left out, by reason (audit.json's "not_searched").
+    not_searched: dict[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
         crossing = sum(g["cross_split"] for g in self.groups)
@@ -68,30 +70,19 @@ class HealthResult:
         )
 
 
-def all_splits(dataset: ImageDataset, splits) -> pd.DataFrame:
-    """Train, val and test in that order (the features file's), with split, class and path."""
-    table = pd.concat([splits[n].assign(split=n) for n in SPLIT_NAMES], ignore_index=True)
-    table["sample_id"] = table["sample_id"].astype(str)
-    if "path" in dataset.table:
-        table["path"] = dataset.table["path"].to_numpy()[dataset.rows(table["sample_id"])]
-    return table
-
-
 def data_health(cfg: Config) -> HealthResult:
     """The data-health stage: near-duplicates across splits, likely label errors, outliers."""
     dataset = load_dataset(cfg)
     splits = prepare_splits(cfg, dataset)
-    table = all_splits(dataset, splits)
+    table = split_table(dataset, splits)
     features_path = newest_features_file(cfg.output_dir, cfg.experiment, len(table))
     features = np.load(features_path)["features"] if features_path else None
-    descriptors = dataset_descriptors(dataset, dataset.rows(table["sample_id"]))
     h = cfg.health
-    groups = near_duplicate_groups(
-        table, descriptors, h.duplicate_similarity, features, h.feature_similarity
+    block = audit_near_duplicates(
+        dataset, table, h.duplicate_similarity, features, h.feature_similarity
     )
-    record_near_duplicates(
-        splits.directory, near_duplicate_block(groups, len(table), h.duplicate_similarity)
-    )
+    record_near_duplicates(splits.directory, block)
+    groups = block["groups"]
 
     pool = table["split"].isin(["train", "val"]).to_numpy()
     probabilities, source = out_of_fold(
@@ -107,6 +98,7 @@ def data_health(cfg: Config) -> HealthResult:
     run_dir = new_run_dir(cfg.output_dir, cfg.experiment, "data_health")
     cfg.save(run_dir / "config.json")
     result = HealthResult(run_dir, groups, issues, outliers, source)
+    result.not_searched = block["not_searched"]
     write_tables(result)
     result.figures = write_figures(result, dataset, h.shown, splits.directory)
     write_text(run_dir / "health.md", health_page(cfg, result))
@@ -117,14 +109,7 @@ def record_near_duplicates(directory: Path, block: dict) -> None:
     """Add the groups to audit.json and warn in the terminal about groups across splits."""
     audit = read_json(directory / "audit.json") if (directory / "audit.json").is_file() else {}
     write_json(directory / "audit.json", {**audit, "near_duplicates": block})
-    if block["cross_split_groups"]:
-        warnings.warn(
-            f"leakage: {block['cross_split_groups']} group(s) of near-duplicate images span "
-            f"more than one split ({len(block['test_images_in_cross_split_groups'])} test "
-            f"image(s)); see audit.json in {directory}. Test scores may be optimistic: drop "
-            "the copies (data.corrections) or evaluate with eval.exclude_near_duplicates=true",
-            stacklevel=2,
-        )
+    warn_about_near_duplicates(block, directory)
 
 
 def out_of_fold(
@@ -174,23 +159,11 @@ def write_figures(
 ) -> dict[str, Path]:
     figures = {}
     folder = result.run_dir / "figures"
-    crossing = [g for g in result.groups if g["cross_split"]]
     rows, titles = duplicate_rows(result.groups, shown)
     figures["near_duplicates"] = plot_grid(
         dataset, rows, titles, folder / "near_duplicates.png", "Near-duplicate groups"
     )
-    if crossing:
-        # Beside audit.json, for the day checkpoint's Data finding.
-        rows, titles = duplicate_rows(crossing, shown)
-        plot_grid(
-            dataset,
-            rows,
-            titles,
-            splits_dir / "near_duplicates.png",
-            "Near-duplicates across splits",
-        )
-    elif (splits_dir / "near_duplicates.png").is_file():
-        (splits_dir / "near_duplicates.png").unlink()
+    write_cross_split_grid(dataset, result.groups, splits_dir, shown)
     if result.label_issues is not None:
         top = result.label_issues.head(shown)
         figures["label_issues"] = plot_grid(
@@ -219,6 +192,16 @@ def health_page(cfg: Config, result: HealthResult) -> str:
         "`near_duplicates.csv` and the splits' `audit.json`.",
         "",
     ]
+    left_out = {k: v for k, v in result.not_searched.items() if v}
+    if left_out:
+        lines += [
+            "Left out of the perceptual search, because there a copy is no closer to its "
+            "original than unrelated pictures are: "
+            + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in left_out.items())
+            + ". Byte-identical copies are still found (the split audit's hash), and "
+            "similar backbone features where they are cached.",
+            "",
+        ]
     if "near_duplicates" in result.figures:
         lines += ["![near-duplicates](figures/near_duplicates.png)", ""]
     lines += ["## Likely label errors", ""]
