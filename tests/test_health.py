@@ -247,3 +247,23 @@ def test_evaluate_reports_metrics_without_cross_split_copies(planted):
         (kept["true_label"] == kept["predicted_label"]).mean()
     )
     assert result.metrics["num_samples"] == 18  # the plain metrics keep every test image
+
+
+def test_runs_before_and_after_a_test_correction_are_never_paired(tmp_path):
+    from transferlab.experiments.compare import CompareError, EvaluateRun, check_same_images
+    from transferlab.reports.changes import paired_test
+
+    def run(name, ids, labels):
+        predictions = pd.DataFrame(
+            {"sample_id": ids, "true_label": labels, "prob_a": 0.6, "prob_b": 0.4}
+        )
+        return EvaluateRun(tmp_path / name, {}, {"split": "test"}, predictions)
+
+    before = run("before", ["x", "y", "z"], [0, 1, 1])
+    relabelled = run("relabelled", ["x", "y", "z"], [0, 0, 1])  # y relabelled a
+    dropped = run("dropped", ["x", "z"], [0, 1])  # y dropped
+    for after, why in ((relabelled, "different true labels"), (dropped, "3 images against 2")):
+        with pytest.raises(CompareError, match=f"{why}.*data.corrections"):
+            check_same_images([before, after])
+        test = paired_test(before.predictions, after.predictions, ("before", "after"), {})
+        assert test["untested"].startswith("scored on different images")

@@ -398,6 +398,7 @@ def health_section(result: dict) -> str:
         f"At 4N, {100 * result['recall']:.1f}% of the planted pairs were found and "
         f"{100 * result['wrong_share']:.2f}% of the reported pairs were wrong.",
         "",
+        *photo_lines(result.get("photos")),
         f"Label errors: digits ({labels['images']} images), {labels['flipped']} labels "
         f"flipped at random, ranked by cleanlab from a 5-fold logistic regression on the "
         f"pixels: {labels['listed']} listed, precision {labels['precision']:.2f}, recall "
@@ -406,6 +407,22 @@ def health_section(result: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def photo_lines(photos: dict | None) -> list[str]:
+    """Planted pairs among windows of real photos (health_speed's "photos")."""
+    if not photos:
+        return []
+    sides = " and ".join(str(side) for side in photos["sides"])
+    return [
+        f"On real photos ({photos['images']} windows of the bundled photos at {sides} px, "
+        f"{photos['planted']} altered copies planted): {100 * photos['recall']:.1f}% of the "
+        f"planted pairs found, {100 * photos['searched_recall']:.1f}% of those whose two "
+        f"pictures the search takes ({photos['left_out']} pictures left out as too plain "
+        f"or too small), and {100 * photos['wrong_share']:.2f}% of the "
+        f"{photos['reported']} reported pairs wrong.",
+        "",
+    ]
 
 
 SECTIONS = {

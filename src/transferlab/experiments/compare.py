@@ -178,8 +178,9 @@ def check_same_images(runs: list[EvaluateRun]) -> None:
             raise CompareError(
                 f"runs {first.name} and {other.name} were not scored on the same images: "
                 f"{why}. A paired comparison needs the same images (a different split, "
-                "data or seed changes them): re-run `make evaluate` for both models on the "
-                "same split (eval.split) with the same data settings, then compare those runs."
+                "data, seed, or a data.corrections that touched the test split changes "
+                "them): re-run `make evaluate` for both models on the same split "
+                "(eval.split) with the same data settings, then compare those runs."
             )
 
 
