@@ -21,7 +21,7 @@ from transferlab.data.health.duplicates import (
     split_table,
 )
 from transferlab.data.health.labels import internal_oof, rank_label_issues
-from transferlab.data.health.run import data_health
+from transferlab.data.health.run import data_health, out_of_fold
 
 from .conftest import demo_config
 
@@ -46,7 +46,13 @@ def planted(tmp_path):
     for split, items in rows.items():
         pd.DataFrame(items, columns=["path", "label"]).to_csv(folder / f"{split}.csv", index=False)
     cfg = demo_config(
-        tmp_path, {"data.kind": "csv", "data.data_dir": str(folder), "data.name": "planted"}
+        tmp_path,
+        {
+            "data.kind": "csv",
+            "data.data_dir": str(folder),
+            "data.name": "planted",
+            "health.shown": 6,
+        },
     )
     return cfg, {(f"copy_of_p{i:02d}.jpg", f"p{i:02d}.png") for i in range(8)}
 
@@ -225,6 +231,17 @@ def test_features_find_copies_the_pixels_cannot_and_rank_labels(planted):
     assert result.source == "internal cross-validation on cached features"
     assert result.label_issues is not None and result.outliers is not None
     assert (result.run_dir / "figures" / "outliers.png").is_file()
+    # A k-fold run's out-of-fold probabilities win over the internal cross-validation.
+    pool = table[table["split"] != "test"]
+    oof = pd.DataFrame({"sample_id": pool["sample_id"][::-1]})
+    oof["prob_c0"] = np.where(pool["label"][::-1] == 0, 0.9, 0.1)
+    oof["prob_c1"] = 1 - oof["prob_c0"]
+    cv_run = Path(cfg.output_dir) / "runs" / f"20260101-000000_{cfg.experiment}_cv"
+    cv_run.mkdir(parents=True)
+    oof.to_csv(cv_run / "oof_probabilities.csv", index=False)
+    probabilities, source = out_of_fold(cfg, pool, None, ["c0", "c1"])
+    assert source == f"k-fold run {cv_run.name}"
+    assert (probabilities.argmax(axis=1) == pool["label"].to_numpy()).all()
 
 
 def test_evaluate_reports_metrics_without_cross_split_copies(planted):

@@ -233,7 +233,7 @@ def near_duplicate_groups(
                         "sample_id": str(columns["sample_id"][m]),
                         "path": str(paths[m] or ""),
                         "split": columns["split"][m],
-                        "label": columns["class_name"][m],
+                        "label": str(columns["class_name"][m]),
                     }
                     for m in members
                 ],
