@@ -64,9 +64,11 @@ class HealthResult:
     def __str__(self) -> str:
         crossing = sum(g["cross_split"] for g in self.groups)
         issues = "not ranked" if self.label_issues is None else f"{len(self.label_issues)}"
+        left_out = sum(self.not_searched.values())
+        skipped = f" ({left_out} image(s) too small or plain to compare)" if left_out else ""
         return (
-            f"{len(self.groups)} near-duplicate group(s), {crossing} across splits; likely "
-            f"label errors: {issues} ({self.source}); {self.run_dir / 'health.md'}"
+            f"{len(self.groups)} near-duplicate group(s), {crossing} across splits{skipped}; "
+            f"likely label errors: {issues} ({self.source}); {self.run_dir / 'health.md'}"
         )
 
 
