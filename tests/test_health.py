@@ -202,8 +202,9 @@ def test_small_and_plain_images_are_left_out_of_the_perceptual_search():
         {"sample_id": [str(i) for i in range(202)], "split": "train", "class_name": "x"}
     )
     assert near_duplicate_groups(table, descriptors, 0.8, reasons=reasons) == []
-    # Searched anyway, the digits would fall into false groups.
-    assert near_duplicate_groups(table.iloc[:200], descriptors[:200], 0.8)
+    # Described and searched anyway, different digits would fall into false groups.
+    anyway = np.stack([image_descriptor(p) for p in small])
+    assert near_duplicate_groups(table.iloc[:200], anyway, 0.8)
     block = near_duplicate_block([], 202, 0.8, reasons)
     assert block["not_searched"] == {"smaller_than_40px": 200, "plain": 2}
 

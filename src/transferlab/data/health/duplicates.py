@@ -51,6 +51,8 @@ from transferlab.data.images import read_image, resize_pixels
 READ_SIZE = 64
 THUMB = 32
 FREQUENCIES = 6
+# Coefficients per descriptor: FREQUENCIES squared less DC, for each of 3 channels.
+DESCRIPTOR_SIZE = 3 * (FREQUENCIES**2 - 1)
 # SimHash tables and bits per table: see the module docstring for the probabilities.
 TABLES = 64
 BITS = 12
@@ -80,25 +82,20 @@ def image_detail(pixels: np.ndarray) -> float:
     return float(cv2.cvtColor(thumbnail(pixels), cv2.COLOR_RGB2GRAY).std())
 
 
-def unchecked_reason(pixels: np.ndarray, short_side: int) -> str:
-    """Why an image is left out of the perceptual search ("" when it is searched)."""
-    if short_side < MIN_SIDE:
-        return "small"
-    if image_detail(pixels) < MIN_DETAIL:
-        return "plain"
-    return ""
-
-
 def describe(pixels: np.ndarray, short_side: int) -> tuple[np.ndarray, str]:
-    """An image's descriptor (read at READ_SIZE) and why it is not searched, if it is not."""
+    """An image's descriptor (read at READ_SIZE) and why it is left out of the search:
+    "small" (``short_side`` under MIN_SIDE: not even described), "plain", or ""."""
+    if short_side < MIN_SIDE:
+        return np.zeros(DESCRIPTOR_SIZE, np.float32), "small"
     small = resize_pixels(pixels, READ_SIZE)
-    return image_descriptor(small), unchecked_reason(small, short_side)
+    return image_descriptor(small), "plain" if image_detail(small) < MIN_DETAIL else ""
 
 
-def short_side(path: str) -> int:
-    """The shorter side of an image file in pixels, from its header (no decoding)."""
+def describe_file(path: str) -> tuple[np.ndarray, str]:
+    """``describe`` for an image file; a small one is judged from its header, not decoded."""
     with Image.open(path) as image:
-        return min(image.size)
+        side = min(image.size)
+    return describe(read_image(path, READ_SIZE) if side >= MIN_SIDE else None, side)
 
 
 def dataset_descriptors(
@@ -113,11 +110,9 @@ def dataset_descriptors(
         paths = dataset.table["path"].to_numpy()[rows]
         # Pillow releases the GIL while it decodes: threads read in parallel.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            described = list(
-                pool.map(lambda p: describe(read_image(p, READ_SIZE), short_side(p)), paths)
-            )
+            described = list(pool.map(describe_file, paths))
     if not described:
-        return np.zeros((0, 3 * (FREQUENCIES**2 - 1)), np.float32), np.zeros(0, dtype=object)
+        return np.zeros((0, DESCRIPTOR_SIZE), np.float32), np.zeros(0, dtype=object)
     descriptors, reasons = zip(*described, strict=True)
     return np.stack(descriptors), np.array(reasons, dtype=object)
 
