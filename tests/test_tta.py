@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from transferlab.evaluation.tta import augment_inputs, augmented_batches
+from transferlab.evaluation.tta import augment_inputs, augmented_batches, tta_probabilities
 from transferlab.models import CropToBox
+
+from .tiny_model import build_tiny_model
 
 
 def roi_batch(count: int = 8, size: int = 16):
@@ -78,3 +80,20 @@ def test_tta_draws_each_images_copy_apart_and_repeats_with_the_seed():
     assert rising.any() and not rising.all()
     # A shift of at most 10% of the width moves a ramp's mean by at most 10% of its range.
     assert np.abs(first.mean(axis=(1, 2, 3)) - picture.mean()).max() < 0.1 * 255
+
+
+def test_tta_probabilities_average_the_plain_pass_and_each_copy():
+    model = build_tiny_model(num_classes=3, input_size=16, image_size=16)
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
+    batches = tf.data.Dataset.from_tensor_slices((images, np.zeros(10))).batch(4)
+
+    def predicted(dataset):
+        return np.concatenate([model.predict_on_batch(x) for x, _ in dataset])
+
+    expected = np.mean(
+        [predicted(batches)] + [predicted(augmented_batches(batches, 7, c)) for c in (0, 1)],
+        axis=0,
+    )
+    averaged = tta_probabilities(model, batches, 10, passes=2, seed=7)
+    np.testing.assert_allclose(averaged, expected, atol=1e-5)

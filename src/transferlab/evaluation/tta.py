@@ -32,25 +32,34 @@ def tta_probabilities(
     """
     if plain is None:
         plain = predict_dataset(model, batches, images, "TTA: plain images")
-    # All copies in one stream: one predict call, its start-up paid once.
-    copies = augmented_batches(batches, seed, 0)
-    for copy in range(1, passes):
-        copies = copies.concatenate(augmented_batches(batches, seed, copy))
-    predicted = predict_dataset(model, copies, images * passes, f"TTA: {passes} copies")
+    # All copies in one stream: one predict call and one traced augmentation for them all.
+    copies = tf.data.Dataset.range(passes).flat_map(
+        lambda copy: augmented_batches(batches, seed, copy)
+    )
+    count = int(batches.cardinality())
+    if count >= 0:  # known: Keras then reads it to the end without an out-of-data warning
+        copies = copies.apply(tf.data.experimental.assert_cardinality(count * passes))
+    description = f"TTA: {passes} copies"
+    predicted = predict_dataset(
+        model, copies.prefetch(tf.data.AUTOTUNE), images * passes, description
+    )
     total = plain + predicted.reshape(passes, images, -1).sum(axis=0)
     return total / (passes + 1)
 
 
-def augmented_batches(batches: tf.data.Dataset, seed: int, copy: int) -> tf.data.Dataset:
-    """``batches`` with every image replaced by its augmented copy number ``copy``."""
+def augmented_batches(batches: tf.data.Dataset, seed: int, copy) -> tf.data.Dataset:
+    """``batches`` with every image replaced by its augmented copy number ``copy``.
+
+    ``copy``: an int, or an int64 scalar tensor inside a tf.data function.
+    """
+    copy = tf.cast(copy, tf.int64)
 
     def augment(step, pair):
         inputs, labels = pair
         batch_seed = tf.stack([tf.constant(seed, tf.int64) * 1000 + copy, step])
         return augment_inputs(inputs, batch_seed), labels
 
-    copies = batches.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return copies.prefetch(tf.data.AUTOTUNE)
+    return batches.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def augment_inputs(inputs, batch_seed: tf.Tensor):
