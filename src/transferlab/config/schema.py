@@ -359,7 +359,7 @@ class HealthConfig:
         for key in ("duplicate_similarity", "feature_similarity"):
             value = getattr(self, key)
             if not 0 <= value < 1:
-                raise ConfigError(f"health.{key}={value}: must be in [0, 1), e.g. 0.75")
+                raise ConfigError(f"health.{key}={value}: must be in [0, 1), e.g. 0.8")
 
 
 @dataclass
