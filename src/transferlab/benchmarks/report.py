@@ -48,8 +48,19 @@ METHOD = """## Method
   resize, prefetch) streams JPEGs from a temporary folder; the files were just written,
   so they come from the page cache, not the disk itself. Peak memory is the subprocess's
   peak resident memory (VmHWM; imports included).
+  Each run streams two epochs from an empty decoded-image cache: the first epoch's time is
+  the figure (every file decoded), the second's is shown beside it and its decodes are
+  counted (`read_image` calls; goal 0).
 - **Pipeline overhead**: the pipeline alone, warm, in the main process, against the model's
   forward and training steps alone at the same input size.
+- **TTA copies**: in each evaluation subprocess, after `evaluate`, one plain pass over the
+  test split and `eval.tta=2` copies are timed apart (the model traced first, untimed; both
+  read the decoded images `evaluate` kept). Ratio = copy ms/image / plain ms/image.
+- **JPEG decoding**: `bench.pipeline_images / 4` synthetic 1920x1080 JPEGs, decoded and
+  resized to the input size by a tf.data map whose private thread pool has 1 or 2
+  threads; images/s per worker = images/s / workers; scaling = 2-worker / 1-worker
+  images/s (bounds as for the speedup). On a machine whose cores are busy with other work
+  the scaling cannot show.
 - **Learning-rate finder**: `find_learning_rate` (phase 1, `lr_find.steps` x
   `lr_find.seeds`) on the frozen benchmark's folder and model, timed from the call to its
   written run folder; the first call, which computes the backbone features, apart.
