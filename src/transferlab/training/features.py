@@ -3,10 +3,15 @@ statistics fusion models carry.
 
 A phase whose first trainable layer comes after frozen backbone layers (and whose images
 do not change between epochs) runs that frozen prefix once per image. Its outputs are
-kept in float16 (half the memory; the suffix computes in its own precision), in memory
-when they take at most ``MEMORY_SHARE`` of the available memory, else in a .npy file
-under ``<output_dir>/cache/<experiment>/``, named by a key of the data, the prefix's
-weights and the split, so that any change of those computes them again.
+kept in memory when they take at most ``MEMORY_SHARE`` of the available memory, else in a
+.npy file under ``<output_dir>/cache/<experiment>/``, named by a key of the data, the
+prefix's weights and the split, so that any change of those computes them again.
+
+Feature maps (a cut inside the backbone) are kept in float16: half the memory, and a
+relative rounding of at most 2**-11 (the suffix computes in its own precision). Maps
+beyond float16's range (a random-init backbone can reach it) are kept in float32 instead.
+Pooled features are kept in float32: they are small (one vector per image), and the
+head trained on them then matches end-to-end training to float32 rounding.
 
 A fusion head takes the metadata and boxes beside them, normalized with the training
 split's statistics, which ``build_model`` stores in the model.
@@ -30,6 +35,7 @@ from transferlab.config import Config
 from transferlab.data import ImageDataset, Splits
 from transferlab.data.pipeline import feature_dataset, make_tf_dataset
 from transferlab.data.side import side_input_names
+from transferlab.models.split import HEAD_CUT
 from transferlab.progress import progress_bar, say
 from transferlab.runs import write_with
 
@@ -85,7 +91,7 @@ MEMORY_SHARE = 0.25
 class PrefixCache:
     """The frozen prefix's outputs for the train split's rows, then the val split's."""
 
-    outputs: np.ndarray  # float16; an np.memmap when kept on disk
+    outputs: np.ndarray  # float16 or float32; an np.memmap when kept on disk
     key: str  # what they were computed from (data, prefix weights, split)
     where: str  # "memory" or the .npy file
     seconds: float  # computing (or opening) them
@@ -101,15 +107,30 @@ def cache_prefix(
     """
     started = time.perf_counter()
     both = pd.concat([splits.train, splits.val])
-    shape = (len(both), *prefix.output.shape[1:])
     key = cache_key(prefix, cut, dataset, both, size)
-    nbytes = math.prod(shape) * 2
+    dtype = np.float32 if cut == HEAD_CUT else np.float16
+    try:
+        outputs, where = store_prefix(prefix, cut, dataset, both, size, cfg, phase, key, dtype)
+    except Float16Overflow:
+        say(f"{phase}: {cut}'s outputs exceed float16's range; they are kept in float32")
+        outputs, where = store_prefix(prefix, cut, dataset, both, size, cfg, phase, key, np.float32)
+    return PrefixCache(outputs, key, where, time.perf_counter() - started)
+
+
+class Float16Overflow(ValueError):
+    """A prefix output beyond float16's range."""
+
+
+def store_prefix(prefix, cut, dataset, table, size, cfg, phase, key, dtype):
+    """The prefix outputs of ``table``'s images in memory or in a .npy file, and where."""
+    shape = (len(table), *prefix.output.shape[1:])
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if nbytes <= MEMORY_SHARE * available_memory():
-        outputs = np.empty(shape, np.float16)
-        run_prefix(prefix, dataset, both, size, cfg, phase, outputs)
-        return PrefixCache(outputs, key, "memory", time.perf_counter() - started)
+        outputs = np.empty(shape, dtype)
+        run_prefix(prefix, dataset, table, size, cfg, phase, outputs)
+        return outputs, "memory"
     folder = Path(cfg.output_dir) / "cache" / cfg.experiment
-    path = folder / f"{phase}_{cut}_{key}.npy"
+    path = folder / f"{phase}_{cut}_{np.dtype(dtype).name}_{key}.npy"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob(f"{phase}_*.npy"):
@@ -117,18 +138,20 @@ def cache_prefix(
         say(f"{phase}: {nbytes / 2**30:.1f} GiB of prefix outputs go to {path}")
 
         def write(tmp):
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-            run_prefix(prefix, dataset, both, size, cfg, phase, out)
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            run_prefix(prefix, dataset, table, size, cfg, phase, out)
             out.flush()
             del out
 
         write_with(path, write, durable=True)
-    outputs = np.load(path, mmap_mode="r")
-    return PrefixCache(outputs, key, str(path), time.perf_counter() - started)
+    return np.load(path, mmap_mode="r"), str(path)
 
 
 def run_prefix(prefix, dataset, table, size, cfg, phase, out: np.ndarray) -> None:
-    """``prefix``'s outputs for ``table``'s images, written into ``out`` as float16."""
+    """``prefix``'s outputs for ``table``'s images, written into ``out`` (in its dtype).
+
+    Raises ``Float16Overflow`` when ``out`` is float16 and an output is beyond its range.
+    """
     batch = cfg.train.batch_size
     images = make_tf_dataset(dataset, table, batch, size, side_names=side_input_names(cfg))
     # Full batches only (the last wraps round to the first images): the prefix is traced
@@ -139,7 +162,11 @@ def run_prefix(prefix, dataset, table, size, cfg, phase, out: np.ndarray) -> Non
     start = 0
     for inputs, _ in images:
         rows = min(batch, len(table) - start)
-        out[start : start + rows] = np.asarray(prefix.predict_on_batch(inputs))[:rows]
+        values = np.asarray(prefix.predict_on_batch(inputs))[:rows]
+        if out.dtype == np.float16 and np.abs(values).max() > np.finfo(np.float16).max:
+            bar.close()
+            raise Float16Overflow(f"{phase}: a frozen output of {np.abs(values).max():.3g}")
+        out[start : start + rows] = values
         start += rows
         bar.update(rows)
     bar.close()
@@ -189,7 +216,8 @@ def cached_datasets(
     index = np.arange(cut + len(splits.val))
 
     def rows_of(numbers):
-        rows = tf.numpy_function(lambda i: np.asarray(outputs[i]), [numbers], tf.float16)
+        dtype = tf.as_dtype(outputs.dtype)
+        rows = tf.numpy_function(lambda i: np.asarray(outputs[i]), [numbers], dtype)
         rows.set_shape((None, *outputs.shape[1:]))
         return tf.cast(rows, tf.float32)
 

@@ -394,6 +394,8 @@ def plan_freeze_once(cfg: Config, phase: str, full: keras.Model) -> FreezeOnce:
     """Split ``full`` at its first trainable layer when nothing before it changes per epoch."""
     if not cfg.train.cache_features:
         return FreezeOnce(phase, full, reason="train.cache_features is off")
+    if not cfg.phase(phase).epochs:
+        return FreezeOnce(phase, full, reason=f"{phase}.epochs is 0: nothing trains")
     if cfg.model.augmentation:
         return FreezeOnce(
             phase,
