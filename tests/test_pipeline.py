@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from transferlab.config import load_config
-from transferlab.data import decoded, load_dataset
+from transferlab.data import DataError, decoded, load_dataset
 from transferlab.data.images import decode_count
 from transferlab.data.pipeline import input_size_for, make_tf_dataset
 from transferlab.data.splits import prepare_splits
@@ -129,3 +129,11 @@ def test_a_folder_too_large_for_memory_keeps_its_pixels_on_disk(cfg, image_folde
     again = pixels_of(make_tf_dataset(ds, ds.table, 8, 10))
     assert decode_count() == before and np.array_equal(first, again)
     assert np.array_equal(first, ds.load_images(ds.table["sample_id"], 10))
+
+
+def test_a_file_gone_since_loading_is_named(cfg, image_folder):
+    ds = load_dataset(folder_config(cfg, image_folder))
+    gone = ds.table["path"][0]
+    os.remove(gone)
+    with pytest.raises(DataError, match=f"image file {gone} was listed .* gone now"):
+        make_tf_dataset(ds, ds.table, 8, 12)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab.data.core import DataError
 from transferlab.data.images import read_image
 
 # Memory caches of this process, most recently used last, keyed like the files.
@@ -35,7 +36,13 @@ def cache_key(paths, size: int) -> str:
     """A digest of every file's path, byte size and modification time, and the target size."""
     digest = hashlib.sha1(f"{size}\n".encode())
     for path in paths:
-        stat = os.stat(path)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            raise DataError(
+                f"image file {path} was listed when the dataset was loaded but is gone now; "
+                "put it back or load the dataset again"
+            ) from None
         digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
 
