@@ -18,6 +18,26 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's ``--dist loadgroup`` (``make test``), the tests of a module that
+    share a module-scoped fixture run in one worker, so the fixture is built once; every
+    other test goes to whichever worker is free. The shared groups go first: they are the
+    longest, and started last they would leave one worker busy while the other idles."""
+
+    def shared_group(item) -> str | None:
+        for definitions in item._fixtureinfo.name2fixturedefs.values():
+            own = definitions[-1].baseid.startswith("tests")
+            if own and definitions[-1].scope == "module":
+                return item.module.__name__
+        return None
+
+    groups = {item.nodeid: shared_group(item) for item in items}
+    for item in items:
+        if groups[item.nodeid]:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    items.sort(key=lambda item: groups[item.nodeid] is None)
+
+
 def demo_config(root: Path, overrides: dict | None = None) -> Config:
     """configs/demo.yaml with its outputs, models and checkpoints under ``root``."""
     return load_config(
