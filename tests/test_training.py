@@ -242,8 +242,8 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
 
     real_compile = phase_module.compile_model
 
-    def compile_with_nan_loss(model, cfg, optimizer):
-        real_compile(model, cfg, optimizer)
+    def compile_with_nan_loss(model, cfg, optimizer, steps_per_execution=1):
+        real_compile(model, cfg, optimizer, steps_per_execution)
         model.compile(optimizer=model.optimizer, loss=lambda y, p: keras.ops.mean(p) * np.nan)
         return model
 
@@ -286,7 +286,7 @@ def test_resuming_cached_phase1_on_other_backbone_weights_is_a_clear_error(tmp_p
             with ctrl_c_at_epoch(3):
                 assert train_phase(cfg, "phase1").stop_reason == "interrupted"
     # Same config, other weights in the same file: the head's features would not match.
-    with pytest.raises(TrainingError, match="other backbone features.*Delete .*state.json"):
+    with pytest.raises(TrainingError, match="outputs of other frozen layers.*Delete .*state.json"):
         train_phase(cfg, "phase1")
 
 
