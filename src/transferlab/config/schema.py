@@ -401,7 +401,7 @@ class BenchConfig:
     frozen_image_size: int = 64
     # Phase 2 from conv5 on the frozen phase's images: epochs per arm (conv4's output
     # cached, and end to end); 0 leaves the benchmark out.
-    phase2_epochs: int = 3
+    phase2_epochs: int = 2
     # Sweep: this many trials of min(frozen_epochs) epochs each on the frozen phase's images,
     # timed against its end-to-end phase 1 of as many epochs.
     sweep_trials: int = 20
