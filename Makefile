@@ -16,10 +16,13 @@ RUNS ?=
 PHASE ?= phase1
 K ?=
 WORKERS ?=
+PROCESSES ?= 1
 comma := ,
 space := $(subst ,, )
 
 RUN_STAGE = $(BIN)/python -m transferlab $(1) --notebook --config "$(CONFIG)" --set "$(SET)"
+# PROCESSES=N trains as N local processes (JAX backend, keras.distribution; docs/scaling.md).
+TRAIN_STAGE = $(BIN)/python -m transferlab $(1) $(if $(filter-out 1,$(PROCESSES)),--processes $(PROCESSES),--notebook) --config "$(CONFIG)" --set "$(SET)"
 
 .PHONY: help setup test test-slow lint format demo train-phase1 train-phase2 evaluate gradcam predict report export bench compare lr-find sweep cv data-health clean
 
@@ -59,11 +62,11 @@ format: setup ## Apply ruff's fixes and formatting
 demo: setup ## The whole pipeline offline on the embedded digits dataset
 	$(BIN)/python -m transferlab demo --notebook --config configs/demo.yaml --set "$(SET)"
 
-train-phase1: setup ## Phase 1: train the head on a frozen backbone
-	$(call RUN_STAGE,train-phase1)
+train-phase1: setup ## Phase 1: train the head on a frozen backbone [PROCESSES=2]
+	$(call TRAIN_STAGE,train-phase1)
 
-train-phase2: setup ## Phase 2: fine-tune from phase2.unfreeze_from (conv5)
-	$(call RUN_STAGE,train-phase2)
+train-phase2: setup ## Phase 2: fine-tune from phase2.unfreeze_from (conv5) [PROCESSES=2]
+	$(call TRAIN_STAGE,train-phase2)
 
 evaluate: setup ## Evaluate the best model on eval.split
 	$(call RUN_STAGE,evaluate)

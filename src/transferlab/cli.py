@@ -20,7 +20,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the stage's notebook with papermill (the executed copy goes to the run dir)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="train as N local processes (JAX backend, keras.distribution); see docs/scaling.md",
+    )
     args = parser.parse_args(argv)
+    if args.processes != 1:
+        return launch_processes(args, parser)
     try:
         cfg = load_config(args.config, args.set)
         stages = DEMO_STAGES if args.stage == "demo" else [args.stage]
@@ -50,3 +58,19 @@ def main(argv: list[str] | None = None) -> int:
         print("transferlab: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def launch_processes(args, parser) -> int:
+    """``--processes N``: the same stage as N local processes of one JAX run."""
+    from transferlab.launch import DISTRIBUTED_STAGES, launch
+
+    if args.stage not in DISTRIBUTED_STAGES:
+        parser.error(f"--processes trains across processes: use it with {DISTRIBUTED_STAGES}")
+    if args.notebook:
+        parser.error("--processes runs the library, not the notebook: drop --notebook")
+    if args.processes < 1:
+        parser.error(f"--processes {args.processes}: it must be at least 1")
+    command = [sys.executable, "-m", "transferlab", args.stage, "--set", args.set]
+    if args.config:
+        command += ["--config", args.config]
+    return launch(command, args.processes)

@@ -39,6 +39,7 @@ def make_tf_dataset(
     seed: int = 0,
     side_names: tuple[str, ...] | list[str] = (),
     drop_remainder: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
     """Batches of (uint8 images, int labels) for one split table.
 
@@ -49,6 +50,9 @@ def make_tf_dataset(
 
     With ``side_names`` ("metadata", "boxes", "box_mask") each element's input is a dict
     of those arrays plus "image", as fusion and ROI models take it.
+
+    ``shard=(index, count)``: training's batches of process ``index`` of ``count``, each
+    its 1/count share of every full batch, read by this process alone.
     """
     if split.empty:
         raise ValueError("this split holds no images; check data.splits or the split CSVs")
@@ -77,7 +81,7 @@ def make_tf_dataset(
         if read:
             ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    return epoch_batches(columns, batch_size, seed, epochs, read, drop_remainder)
+    return epoch_batches(columns, batch_size, seed, epochs, read, drop_remainder, shard)
 
 
 def on_image(fn, has_side: bool):
@@ -88,28 +92,59 @@ def on_image(fn, has_side: bool):
 
 
 def epoch_batches(
-    columns, batch_size: int, seed: int, epochs: tuple[int, int], prepare=None, drop_remainder=False
+    columns,
+    batch_size: int,
+    seed: int,
+    epochs: tuple[int, int],
+    prepare=None,
+    drop_remainder=False,
+    shard: tuple[int, int] = (0, 1),
 ):
     """Batches of each epoch in ``range(*epochs)``, in an order drawn from (seed, epoch).
 
     Batches never straddle two epochs, so ``ceil(count / batch_size)`` steps are one epoch
-    (``count // batch_size`` with ``drop_remainder``).
+    (``count // batch_size`` with ``drop_remainder``). With ``shard=(index, processes)``
+    every batch is full and this process gets the index-th of its ``processes`` equal
+    slices: together the processes' k-th batches are the one-process run's k-th batch.
     """
     columns = tf.nest.map_structure(tf.constant, columns)
     count = int(tf.nest.flatten(columns)[0].shape[0])
+    index, processes = shard
+    if processes > 1:
+        check_shard(count, batch_size, processes)
+        drop_remainder = True
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
         )
+        size = batch_size
+        if processes > 1:
+            # Slice before any image is read: a process decodes only its own share.
+            size = batch_size // processes
+            steps = count // batch_size
+            order = tf.reshape(order[: steps * batch_size], (steps, processes, size))
+            order = tf.reshape(order[:, index], (-1,))
         ds = tf.data.Dataset.from_tensor_slices(order).map(
             lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), columns)
         )
         if prepare:
             ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.batch(size, drop_remainder=drop_remainder)
 
     return tf.data.Dataset.range(*epochs).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
+def check_shard(count: int, batch_size: int, processes: int) -> None:
+    if batch_size % processes:
+        raise ValueError(
+            f"a batch of {batch_size} does not split evenly over {processes} processes: "
+            f"choose a train.batch_size that is a multiple of {processes}"
+        )
+    if count < batch_size:
+        raise ValueError(
+            f"{count} training image(s) fill no batch of {batch_size}: lower train.batch_size"
+        )
 
 
 def side_arrays(dataset: ImageDataset, rows: np.ndarray, names) -> dict[str, np.ndarray]:

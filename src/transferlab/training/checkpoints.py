@@ -19,6 +19,7 @@ from keras import ops
 
 from transferlab.models.split import leaf_layers
 from transferlab.runs import PhasePaths, metrics_row, write_metrics
+from transferlab.training.distributed import local_only
 from transferlab.training.state import PhaseState, commit
 
 
@@ -142,4 +143,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
         if self.write:
             write_metrics(self.metrics_path, self.rows)
-            commit(state, self.paths, self.model, improved)
+            # Saving makes Keras objects of its own; across processes they must stay local.
+            with local_only():
+                commit(state, self.paths, self.model, improved)

@@ -63,8 +63,9 @@ def compile_model(
             keras.metrics.CategoricalAccuracy(name="accuracy"),
             keras.metrics.F1Score(average="macro", name="macro_f1"),
         ],
-        # Explicit: Keras's "auto" would turn XLA on for any GPU.
-        jit_compile=cfg.train.xla,
+        # Explicit: Keras's "auto" would turn XLA on for any GPU. JAX always compiles with
+        # XLA (uncompiled, it runs op by op, many times slower).
+        jit_compile=cfg.train.xla or keras.backend.backend() == "jax",
         steps_per_execution=steps_per_execution,
     )
     return model

@@ -59,6 +59,7 @@ from transferlab.runs import (
     write_with,
 )
 from transferlab.runs.tracking import check_tracking, track_run
+from transferlab.training import distributed
 from transferlab.training.checkpoints import EpochCheckpoint, ReseedEachEpoch, ResumablePlateau
 from transferlab.training.curves import plot_curves
 from transferlab.training.features import cache_prefix, cached_datasets, metadata_stats
@@ -134,8 +135,12 @@ def train_phase(
     metrics.csv, summary.json, figures/training_curves.png and tensorboard/ logs.
     Phase 2 keeps phase 1's model as the best unless it beats phase 1's best score.
     """
+    # Under KERAS_BACKEND=jax: join the other processes, then refuse what cannot run.
+    distributed.start(cfg)
+    distributed.check_backend(cfg, strategy)
     paths = PhasePaths.of(cfg, phase)
-    with PhaseLock(paths.lock, f"{phase} of experiment {cfg.model_name!r}"):
+    lock = PhaseLock(paths.lock, f"{phase} of experiment {cfg.model_name!r}")
+    with distributed.lock_if_chief(lock):
         return run_phase(cfg, phase, paths, strategy, callbacks)
 
 
@@ -151,11 +156,12 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     strategy = strategy or choose_strategy()
     dataset = load_dataset(cfg)
     splits = prepare_splits(cfg, dataset)
-    state = load_state(paths, fingerprint(cfg, phase), start.model_hash)
-    if state is None:
-        state = begin_run(cfg, phase, paths, dataset, start)
-    else:
-        print(f"[transferlab] resuming {phase} after epoch {state.epoch} in {state.run_dir}")
+    # The chief starts (or resumes) the run; other processes then read the state it wrote.
+    state = distributed.chief_first(
+        lambda: start_or_resume(cfg, phase, paths, dataset, start),
+        lambda: load_state(paths, fingerprint(cfg, phase), start.model_hash),
+        f"the start of {phase}",
+    )
     run_dir = Path(state.run_dir)
     num_classes = dataset.num_classes
 
@@ -171,7 +177,15 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
         state.feature_cached = plan.cached
         epochs = (state.epoch, phase_cfg.epochs)
         data = make_data(
-            cfg, dataset, splits, size, plan, num_classes, epochs, strategy.num_replicas_in_sync
+            cfg,
+            dataset,
+            splits,
+            size,
+            plan,
+            num_classes,
+            epochs,
+            distributed.replicas(strategy),
+            (distributed.process_index(), distributed.process_count()),
         )
         check_same_prefix(state, data.prefix_key, paths)
         # learning_rate=auto becomes a number here (a resumed run reuses its own), before
@@ -190,7 +204,8 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
 
     rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["epoch"] <= state.epoch]
     own_callbacks, checkpoint = make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir)
-    own_callbacks.append(EpochProgress(phase, phase_cfg.epochs))
+    if is_chief():
+        own_callbacks.append(EpochProgress(phase, phase_cfg.epochs))
     last_epoch = state.epoch if state.stop_reason == "early_stopping" else phase_cfg.epochs
     stop_reason = "completed"
     try:
@@ -215,7 +230,8 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     if is_chief():
         # Before the state says "finished": a kill in between leaves a run that resumes
         # with no epoch left to run and publishes the best model then.
-        publish_best(paths, state, full, phase, stop_reason)
+        with distributed.local_only():  # saving on the chief alone
+            publish_best(paths, state, full, phase, stop_reason)
     if checkpoint.nan_epoch:
         stop_reason = "nan_loss"
     elif state.stop_reason == "early_stopping":
@@ -225,11 +241,14 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
         state.finished = True
         save_state(state, paths)
         # Each validation image's prediction, for the report's paired phase 1 vs 2 test.
-        write_val_predictions(run_dir, paths, state, data.val, splits.val, dataset.class_names)
+        with distributed.local_only():  # the chief alone, on its own device
+            write_val_predictions(run_dir, paths, state, data.val, splits.val, dataset.class_names)
     facts = {
         "wall_time_s": round(time.perf_counter() - started, 2),
         "device": describe_device(),
-        "replicas": strategy.num_replicas_in_sync,
+        "replicas": distributed.replicas(strategy),
+        "backend": keras.backend.backend(),
+        "processes": distributed.process_count(),
         # What ran: the trained layers' dtype policy, and whether Keras compiled with XLA.
         "precision": full.get_layer("logits").dtype_policy.name,
         "xla": bool(trainer.jit_compile),
@@ -247,6 +266,7 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
     summary = write_summary(cfg, state, rows, full, dataset, data, facts)
     if is_chief():
         track_run(cfg, run_dir, phase)
+    distributed.barrier(f"{phase} written")  # no process returns before the chief's files exist
     if stop_reason == "nan_loss":
         raise TrainingError(
             f"{phase}: the loss became NaN in epoch {checkpoint.nan_epoch}; training stopped. "
@@ -327,6 +347,18 @@ def configure_randomness(cfg: Config) -> None:
         disable_op_determinism()
 
 
+def start_or_resume(cfg, phase, paths, dataset, start: Phase1Start) -> PhaseState:
+    """The interrupted run's state, or a new run's (saved at once when processes share it)."""
+    state = load_state(paths, fingerprint(cfg, phase), start.model_hash)
+    if state is not None:
+        print(f"[transferlab] resuming {phase} after epoch {state.epoch} in {state.run_dir}")
+        return state
+    state = begin_run(cfg, phase, paths, dataset, start)
+    if distributed.process_count() > 1:
+        save_state(state, paths)  # the other processes read its run folder from it
+    return state
+
+
 def begin_run(cfg, phase, paths, dataset, start: Phase1Start) -> PhaseState:
     """A new run directory and a fresh state; the last run's checkpoints go."""
     for old in paths.folder.glob(f"{phase}_e*.keras"):
@@ -396,6 +428,10 @@ def plan_freeze_once(cfg: Config, phase: str, full: keras.Model) -> FreezeOnce:
         return FreezeOnce(phase, full, reason="train.cache_features is off")
     if not cfg.phase(phase).epochs:
         return FreezeOnce(phase, full, reason=f"{phase}.epochs is 0: nothing trains")
+    if distributed.process_count() > 1:
+        return FreezeOnce(
+            phase, full, reason="each of several processes reads only its share of the images"
+        )
     if cfg.model.augmentation:
         return FreezeOnce(
             phase,
@@ -479,12 +515,16 @@ def steps_per_execution(cfg: Config, plan: FreezeOnce, steps_per_epoch: int) -> 
     )
 
 
-def make_data(cfg, dataset, splits, size, plan, num_classes, epochs, replicas=1) -> Data:
+def make_data(
+    cfg, dataset, splits, size, plan, num_classes, epochs, replicas=1, shard=(0, 1)
+) -> Data:
     """Training batches for ``epochs`` (first, end) and validation batches.
 
     Images, or the frozen prefix's cached outputs when ``plan`` caches them. With several
     replicas, every training batch is full (the remainder of each epoch is dropped) so
-    that it splits evenly; validation batches are sized to split evenly too.
+    that it splits evenly; validation batches are sized to split evenly too. ``shard=
+    (index, processes)``: this process's share of each training batch; every process reads
+    the whole (small) validation split, so the metrics are those of one process.
     """
     batch = cfg.train.batch_size
     even = replicas > 1
@@ -500,7 +540,15 @@ def make_data(cfg, dataset, splits, size, plan, num_classes, epochs, replicas=1)
         data = Data(splits, size, train, val, steps, cache.seconds, cache.key, cache.where)
     else:
         train = make_tf_dataset(
-            dataset, splits.train, batch, size, epochs, cfg.seed, names, drop_remainder=even
+            dataset,
+            splits.train,
+            batch,
+            size,
+            epochs,
+            cfg.seed,
+            names,
+            drop_remainder=even,
+            shard=shard,
         )
         train = train.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
         mixers = batch_mixers(cfg)

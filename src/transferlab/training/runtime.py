@@ -47,7 +47,13 @@ def choose_policy(mode: str, capabilities: list[tuple[int, int]]) -> str:
 
 
 def gpu_capabilities() -> list[tuple[int, int]]:
-    """Each visible GPU's compute capability, (0, 0) where TensorFlow does not say."""
+    """Each visible GPU's compute capability, (0, 0) where TensorFlow (or JAX) does not say."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        found = [d for d in jax.devices() if d.platform == "gpu"]
+        versions = [getattr(d, "compute_capability", "0.0") for d in found]
+        return [tuple(int(n) for n in str(v).split(".")[:2]) for v in versions]
     details = [tf.config.experimental.get_device_details(g) for g in gpus()]
     return [tuple(d.get("compute_capability") or (0, 0)) for d in details]
 
@@ -68,6 +74,9 @@ def choose_strategy() -> tf.distribute.Strategy:
             "(keras-team/keras#20585). Train on one machine: transferlab uses every GPU "
             "there through MirroredStrategy. Unset TF_CONFIG to continue."
         )
+    if keras.backend.backend() != "tensorflow":
+        # keras.distribution spreads a JAX run over its devices (training.distributed).
+        return tf.distribute.get_strategy()
     if len(gpus()) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -75,6 +84,10 @@ def choose_strategy() -> tf.distribute.Strategy:
 
 def is_chief() -> bool:
     """Only the chief writes files in a multi-worker run (worker 0 when no chief is named)."""
+    from transferlab.training.distributed import process_index
+
+    if process_index() != 0:
+        return False  # a multi-process JAX run: process 0 is the chief
     config = json.loads(os.environ.get("TF_CONFIG", "{}"))
     task = config.get("task")
     if not task:
@@ -85,6 +98,11 @@ def is_chief() -> bool:
 
 
 def describe_device() -> str:
+    if keras.backend.backend() == "jax":
+        import jax
+
+        kinds = sorted({d.device_kind for d in jax.devices()})
+        return f"{jax.device_count()} JAX device(s): {', '.join(kinds)}"
     found = gpus()
     if not found:
         return f"CPU ({os.cpu_count()} cores)"
