@@ -194,3 +194,24 @@ def test_several_processes_under_tensorflow_say_to_use_jax(tmp_path, monkeypatch
     monkeypatch.setenv(PROCESSES, "two")
     with pytest.raises(DistributedError, match="not a whole number"):
         check_backend(demo_config(tmp_path))
+
+
+def test_processes_are_for_the_training_stages_only(capsys):
+    from transferlab.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--processes", "2"])
+    assert "use it with ('train-phase1', 'train-phase2')" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train-phase1", "--processes", "2", "--notebook"])
+    assert "drop --notebook" in capsys.readouterr().err
+
+
+def test_make_passes_processes_to_the_launcher():
+    import subprocess
+
+    dry_run = ["make", "-n", "--no-print-directory", "-C", str(ROOT), "train-phase2"]
+    two = subprocess.run([*dry_run, "PROCESSES=2"], capture_output=True, text=True, check=True)
+    one = subprocess.run(dry_run, capture_output=True, text=True, check=True)
+    assert "transferlab train-phase2 --processes 2 --config" in two.stdout
+    assert "transferlab train-phase2 --notebook --config" in one.stdout
