@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
+
+from transferlab.runs import write_with
 
 ADDRESS = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
 PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
@@ -214,3 +218,8 @@ def local_only():
         yield
     finally:
         keras.distribution.set_distribution(saved)
+
+
+def publish_checkpoint(checkpoint: Path, destination: Path) -> None:
+    """Publish a full-model checkpoint as the phase's best model (a file copy, no Keras)."""
+    write_with(destination, lambda tmp: shutil.copyfile(checkpoint, tmp))

@@ -160,7 +160,8 @@ def run_prefix(prefix, dataset, table, size, cfg, phase, out: np.ndarray) -> Non
     images = images.unbatch().repeat().take(full_batches).batch(batch)
     bar = progress_bar(len(table), f"{phase}: frozen prefix, computed once")
     start = 0
-    for inputs, _ in images:
+    # NumPy batches: predict_on_batch under the JAX backend takes no TensorFlow tensors.
+    for inputs, _ in images.as_numpy_iterator():
         rows = min(batch, len(table) - start)
         values = np.asarray(prefix.predict_on_batch(inputs))[:rows]
         if out.dtype == np.float16 and np.abs(values).max() > np.finfo(np.float16).max:

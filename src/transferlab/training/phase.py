@@ -231,7 +231,12 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
         # Before the state says "finished": a kill in between leaves a run that resumes
         # with no epoch left to run and publishes the best model then.
         with distributed.local_only():  # saving on the chief alone
-            publish_best(paths, state, full, phase, stop_reason)
+            if distributed.process_count() > 1 and state.best_file:
+                # Across processes fit trains the full model (no freeze once): its best
+                # checkpoint is the model; copying weights onto `full` would be collective.
+                distributed.publish_checkpoint(paths.folder / state.best_file, paths.best)
+            else:
+                publish_best(paths, state, full, phase, stop_reason)
     if checkpoint.nan_epoch:
         stop_reason = "nan_loss"
     elif state.stop_reason == "early_stopping":
