@@ -220,6 +220,9 @@ def test_a_fine_tune_that_never_beats_phase1_keeps_phase1s_model(tmp_path):
     summary = phase2.summary
     assert summary["kept_phase1"] is True and summary["best_model_phase"] == "phase1"
     assert phase2.best_epoch == 0 and phase2.model_path == phase1.model_path
+    line = str(phase2)  # the line the terminal and the notebook print
+    assert "no epoch of 1 beat phase 1's best" in line and "nan" not in line
+    assert f"kept phase 1's model {phase1.model_path}" in line
     # No worse phase 2 model is written, and its summary names none.
     assert summary["model_path"] is None
     assert not PhasePaths.of(cfg, "phase2").best.exists()

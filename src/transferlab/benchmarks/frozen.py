@@ -118,9 +118,9 @@ def bare_head_fit(cfg: Config, images: Path, epochs: int) -> list[float]:
     labels = np.eye(dataset.num_classes, dtype=np.float32)[labels_of(dataset, splits.train)]
     head = build_head_model(run, dataset.num_classes, features.shape[1])
     steps = -(-len(features) // run.train.batch_size)
-    compile_model(head, run, make_optimizer(run.phase1, None, steps))
+    trainer = compile_model(head, run, make_optimizer(run.phase1, None, steps))
     clock = StepClock()
-    head.fit(
+    trainer.fit(
         features,
         labels,
         batch_size=run.train.batch_size,
@@ -159,17 +159,18 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
     runs = iter(range(10**6))
     epoch_parts: dict[str, list[float]] = {}
 
-    def timed(epochs: list[int], cached: bool) -> list[dict]:
+    def timed(epochs: list[int], cached: bool, record_parts: bool = True) -> list[dict]:
         run_cfg = frozen_config(cfg, images, work_dir / f"run{next(runs)}", max(epochs), cached)
         clock = EpochClock()
         start = time.perf_counter()
         result = train_phase(run_cfg, "phase1", callbacks=[clock])
         seconds = phase_seconds(start, clock, time.perf_counter(), epochs)
         rows = read_metrics(result.run_dir / "metrics.csv")
-        if cached:
+        if cached and record_parts:
             # Steady state: the first epoch also traces the step and validation functions.
-            for part, seconds in clock.parts().items():
-                epoch_parts.setdefault(part, []).append(statistics.median(seconds[1:]))
+            for part, per_epoch in clock.parts().items():
+                steady = per_epoch[1:] or per_epoch
+                epoch_parts.setdefault(part, []).append(statistics.median(steady))
         return [
             {
                 "epochs": e,
@@ -185,13 +186,15 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
     keras.config.disable_interactive_logging()  # no progress bars for dozens of fits
     try:
         if warmup:
-            timed([1], True)  # first-call costs (imports, TensorBoard) are not phase 1's
+            # First-call costs (imports, TensorBoard) are not phase 1's.
+            timed([1], True, record_parts=False)
         results = []
         bare = []
         for _ in range(bench.repeats):
             for cached in (True, False):
                 results += timed(bench.frozen_epochs, cached)
-            bare.append(statistics.median(bare_head_fit(cfg, images, max(bench.frozen_epochs))[1:]))
+            bare_epochs = bare_head_fit(cfg, images, max(bench.frozen_epochs))
+            bare.append(statistics.median(bare_epochs[1:] or bare_epochs))
     finally:
         keras.config.enable_interactive_logging()
     figures = []

@@ -100,6 +100,13 @@ class RunResult:
         value = self.best_metrics.get(monitor, math.nan)
         xla = ", XLA" if self.summary.get("xla") else ""
         ran = self.summary.get("precision", "float32") + xla
+        if self.summary.get("kept_phase1"):
+            # No epoch beat phase 1 (best_epoch 0, no metrics): say so instead of "nan".
+            return (
+                f"{self.phase}: no epoch of {self.epochs_run} beat phase 1's best {monitor} "
+                f"{self.summary['phase1_best']:.4f} ({self.stop_reason}; {ran}); kept "
+                f"phase 1's model {self.model_path}; run {self.run_dir}"
+            )
         return (
             f"{self.phase}: best {monitor} {value:.4f} at epoch {self.best_epoch} of "
             f"{self.epochs_run} ({self.stop_reason}; {ran}); model {self.model_path}; "
@@ -200,10 +207,12 @@ def run_phase(cfg, phase, paths, strategy, callbacks) -> RunResult:
             write=is_chief(),
         )
         phase_cfg = cfg.phase(phase)
-        trainer = compiled_trainer(cfg, phase_cfg, paths, state, plan, data)
+        checkpointed, trainer = compiled_trainer(cfg, phase_cfg, paths, state, plan, data)
 
     rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["epoch"] <= state.epoch]
-    own_callbacks, checkpoint = make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir)
+    own_callbacks, checkpoint = make_callbacks(
+        cfg, phase_cfg, paths, state, rows, run_dir, checkpointed
+    )
     if is_chief():
         own_callbacks.append(EpochProgress(phase, phase_cfg.epochs))
     last_epoch = state.epoch if state.stop_reason == "early_stopping" else phase_cfg.epochs
@@ -496,15 +505,17 @@ def best_model_of_experiment(paths, state, start: Phase1Start) -> dict:
     return found
 
 
-def compiled_trainer(cfg, phase_cfg, paths, state, plan: FreezeOnce, data) -> keras.Model:
-    """The compiled model ``fit`` trains; a resumed run's comes from its last checkpoint."""
+def compiled_trainer(cfg, phase_cfg, paths, state, plan: FreezeOnce, data):
+    """The model checkpoints save (ending in the softmax; a resumed run's is its last
+    checkpoint) and the compiled view of its logits that ``fit`` trains (the loss reads
+    the logits, see ``compile_model``)."""
     steps = steps_per_execution(cfg, plan, data.steps_per_epoch)
     if state.epoch:
         # Resume: weights and optimizer state (moments, step count, learning rate).
         model = keras.models.load_model(paths.folder / state.last_file, safe_mode=True)
-        return compile_model(model, cfg, model.optimizer, steps)
+        return model, compile_model(model, cfg, model.optimizer, steps)
     optimizer = make_optimizer(phase_cfg, cfg.train.clip_norm, data.steps_per_epoch)
-    return compile_model(plan.trained, cfg, optimizer, steps)
+    return plan.trained, compile_model(plan.trained, cfg, optimizer, steps)
 
 
 def steps_per_execution(cfg: Config, plan: FreezeOnce, steps_per_epoch: int) -> int:
@@ -582,7 +593,7 @@ def batch_mixers(cfg: Config):
     return mix
 
 
-def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir):
+def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir, checkpointed):
     plateau = None
     callbacks = [ReseedEachEpoch(cfg.seed)]
     if phase_cfg.schedule == "plateau":
@@ -604,6 +615,7 @@ def make_callbacks(cfg, phase_cfg, paths, state, rows, run_dir):
         phase_cfg.patience,
         plateau,
         write=is_chief(),
+        saved=checkpointed,
     )
     callbacks.append(checkpoint)
     if importlib.util.find_spec("tensorboard") and is_chief():
