@@ -166,11 +166,12 @@ def train_head(
     head = build_head_model(cfg, table.num_classes, table.features.shape[1], stats)
     batch = cfg.train.batch_size
     steps = int(np.ceil(len(train_rows) / batch))
-    compile_model(head, cfg, make_optimizer(cfg.phase1, cfg.train.clip_norm, steps))
+    # Fit the head's logits view (the loss reads the logits); the head shares its weights.
+    trainer = compile_model(head, cfg, make_optimizer(cfg.phase1, cfg.train.clip_norm, steps))
     validation = None
     if val_rows is not None and len(val_rows):
         validation = (table.inputs(val_rows), table.one_hot(val_rows))
-    history = head.fit(
+    history = trainer.fit(
         table.inputs(train_rows),
         table.one_hot(train_rows),
         batch_size=batch,

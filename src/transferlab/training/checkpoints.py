@@ -85,10 +85,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """At each epoch end: log a row, update the phase state, commit a checkpoint.
 
     ``state`` is updated in place; ``rows`` are the metrics.csv rows so far. The model
-    being fit is what is checkpointed: the full model, or the suffix trained on cached
-    outputs. Nothing runs per batch (a per-batch hook would switch off Keras's
-    asynchronous batches): a NaN loss shows in the epoch's mean loss and stops the phase
-    at that epoch's end, before its checkpoint is written.
+    checkpointed is ``saved`` (the full model, or the suffix trained on cached outputs,
+    ending in the softmax) when ``fit`` trains a view of its logits; else the model fit.
+    Nothing runs per batch (a per-batch hook would switch off Keras's asynchronous
+    batches): a NaN loss shows in the epoch's mean loss and stops the phase at that
+    epoch's end, before its checkpoint is written.
     """
 
     def __init__(
@@ -100,11 +101,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         patience: int,
         plateau: ResumablePlateau | None = None,
         write: bool = True,
+        saved: keras.Model | None = None,
     ):
         super().__init__()
         self.paths, self.state, self.rows = paths, state, rows
         self.metrics_path, self.patience = metrics_path, patience
         self.plateau, self.write = plateau, write
+        self.saved = saved
         self.nan_epoch = 0  # the epoch whose loss became NaN, counted from 1
         self.started = time.perf_counter()
         self.epoch = 0
@@ -145,4 +148,4 @@ class EpochCheckpoint(keras.callbacks.Callback):
             write_metrics(self.metrics_path, self.rows)
             # Saving makes Keras objects of its own; across processes they must stay local.
             with local_only():
-                commit(state, self.paths, self.model, improved)
+                commit(state, self.paths, self.saved or self.model, improved)

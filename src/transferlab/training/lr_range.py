@@ -26,7 +26,7 @@ import pandas as pd
 
 from transferlab.config import Config
 from transferlab.runs import read_json, write_with
-from transferlab.training.optim import make_optimizer
+from transferlab.training.optim import logits_view, make_optimizer
 
 SMOOTHING = 0.98  # fastai's: an exponential moving average over about 50 batches
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this many times the best
@@ -202,7 +202,8 @@ def find_phase_learning_rate(
 ) -> RangeTest:
     """``range_test`` with ``cfg.lr_find``'s settings and ``phase``'s optimizer and loss.
 
-    The model is compiled for the test; compile it again (as training does) afterwards.
+    A view of the model's logits is compiled for the test (it shares the weights, which
+    the test puts back); the model itself is left as it was.
     """
     settings = cfg.lr_find
     # The phase's optimizer at a constant rate: the test sets the rate itself.
@@ -211,14 +212,18 @@ def find_phase_learning_rate(
     test_phase.schedule = "constant"
     # The training loss alone: the test reads nothing else, and resetting the accuracy and
     # macro-F1 metrics every batch would cost more than the batch itself on cached features.
-    model.compile(
+    # On the logits, as training computes it (see optim.compile_model).
+    view = logits_view(model)
+    view.compile(
         optimizer=make_optimizer(test_phase, cfg.train.clip_norm, 1),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=cfg.train.label_smoothing
+        ),
         jit_compile=cfg.train.xla,
     )
     rates = exponential_rates(settings.min_lr, settings.max_lr, settings.steps)
     seeds = [cfg.seed + i for i in range(settings.seeds)]
-    return range_test(model, batches, rates, seeds, class_weight)
+    return range_test(view, batches, rates, seeds, class_weight)
 
 
 def plot_range_test(test: RangeTest, path: Path, title: str) -> Path:

@@ -48,17 +48,69 @@ def make_optimizer(phase: PhaseConfig, clip_norm: float | None, steps_per_epoch:
     return optimizers[phase.optimizer]()
 
 
+def logits_view(model: keras.Model) -> keras.Model:
+    """``model`` up to its "logits" layer, before the softmax: the same layers and weights.
+
+    Training fits this view so the loss reads the logits (see ``compile_model``).
+    """
+    return keras.Model(model.inputs, logits_output(model), name=f"{model.name}_logits")
+
+
+def logits_output(model: keras.Model):
+    """The tensor the softmax "predictions" reads, in ``model``'s own graph.
+
+    Not ``get_layer("logits").output``: the same layers are also called in other models (a
+    freeze-once suffix shares them with the model it was split from), and that would be
+    another graph's tensor. A model whose last layer is a nested model ending in the
+    softmax (phase 2's suffix: the backbone's tail, then the head) calls that model's
+    logits view on the same inputs.
+    """
+    if len(model.outputs) != 1:
+        raise ValueError(f"model {model.name!r} has {len(model.outputs)} outputs; expected one")
+    last, node_index, _ = model.outputs[0]._keras_history
+    call = last._inbound_nodes[node_index]
+    if last.name == "predictions":
+        return call.input_tensors[0]
+    if isinstance(last, keras.Model):
+        return logits_view(last)(*call.arguments.args, **call.arguments.kwargs)
+    raise ValueError(
+        f"model {model.name!r} ends in {last.name!r}, not the softmax 'predictions' after "
+        "'logits': build it with transferlab.models (build_model, build_head_model)"
+    )
+
+
 def compile_model(
     model: keras.Model, cfg: Config, optimizer, steps_per_execution: int = 1
 ) -> keras.Model:
-    """Compile with one-hot labels: label smoothing, MixUp and CutMix all need them.
+    """Compile ``model`` and return the compiled view of its logits that ``fit`` trains.
 
-    Macro-F1 is Keras's streaming F1Score: it accumulates counts over the whole
-    epoch (or the whole validation set), so it is the true macro-F1, not a batch mean.
+    The loss is computed from the logits: on the softmax's probabilities a saturated
+    softmax (a random-init backbone's huge features) gives wrong classes probability 0,
+    which the loss clips, so those images give no gradient. TensorFlow's Keras quietly
+    reads the logits behind a softmax; JAX's cannot. ``model`` (ending in the softmax
+    "predictions", as it is saved, evaluated and exported) shares the view's weights and
+    optimizer, so a checkpoint of ``model`` holds what the view trained. One-hot labels:
+    label smoothing, MixUp and CutMix all need them. The loss runs in float32 (Keras's
+    losses take the float32 default dtype), also on mixed precision's float16 logits.
+
+    Accuracy and macro-F1 take each row's largest value, so they read logits as they read
+    probabilities. Macro-F1 is Keras's streaming F1Score: it accumulates counts over the
+    whole epoch (or the whole validation set), so it is the true macro-F1, not a batch mean.
     """
+    # The softmax model first: under mixed_float16 its compile wraps the optimizer in a
+    # LossScaleOptimizer, which the view then shares (and a checkpoint saves).
+    compile_with(model, cfg, optimizer, from_logits=False, steps=steps_per_execution)
+    view = logits_view(model)
+    compile_with(view, cfg, model.optimizer, from_logits=True, steps=steps_per_execution)
+    return view
+
+
+def compile_with(model: keras.Model, cfg: Config, optimizer, from_logits: bool, steps: int):
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=from_logits, label_smoothing=cfg.train.label_smoothing
+        ),
         metrics=[
             keras.metrics.CategoricalAccuracy(name="accuracy"),
             keras.metrics.F1Score(average="macro", name="macro_f1"),
@@ -66,9 +118,8 @@ def compile_model(
         # Explicit: Keras's "auto" would turn XLA on for any GPU. JAX always compiles with
         # XLA (uncompiled, it runs op by op, many times slower).
         jit_compile=cfg.train.xla or keras.backend.backend() == "jax",
-        steps_per_execution=steps_per_execution,
+        steps_per_execution=steps,
     )
-    return model
 
 
 def class_weights(cfg: Config, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
