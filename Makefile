@@ -41,15 +41,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## Create .venv and install the tested versions (when missing or pyproject.toml/constraints.txt changed)
 
-# Two pytest workers (pytest-xdist): CI's two cores. Tests sharing a module fixture stay in
-# one worker (tests/conftest.py). TEST_WORKERS=0 runs everything in this process.
+# Two pytest workers (pytest-xdist): CI's two cores. Each file's tests stay in one worker
+# (--dist loadfile), so a module fixture is built once. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
 test: setup ## Run the default test suite (no network, CPU, < 15 min)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: setup ## Run the slow tests too
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "slow or not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff check + ruff format --check
 	$(BIN)/ruff check .

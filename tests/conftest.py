@@ -19,23 +19,19 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist's ``--dist loadgroup`` (``make test``), the tests of a module that
-    share a module-scoped fixture run in one worker, so the fixture is built once; every
-    other test goes to whichever worker is free. The shared groups go first: they are the
-    longest, and started last they would leave one worker busy while the other idles."""
+    """``make test`` runs pytest-xdist workers with ``--dist loadfile``: a file's tests stay
+    in one worker, so a module-scoped fixture is built once. Files with such a fixture go
+    first: they are the longest, and started last they would leave one worker busy while
+    the other idles."""
 
-    def shared_group(item) -> str | None:
-        for definitions in item._fixtureinfo.name2fixturedefs.values():
-            own = definitions[-1].baseid.startswith("tests")
-            if own and definitions[-1].scope == "module":
-                return item.module.__name__
-        return None
+    def shares_a_module_fixture(item) -> bool:
+        return any(
+            definitions[-1].scope == "module" and definitions[-1].baseid.startswith("tests")
+            for definitions in item._fixtureinfo.name2fixturedefs.values()
+        )
 
-    groups = {item.nodeid: shared_group(item) for item in items}
-    for item in items:
-        if groups[item.nodeid]:
-            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    items.sort(key=lambda item: groups[item.nodeid] is None)
+    long_files = {item.path for item in items if shares_a_module_fixture(item)}
+    items.sort(key=lambda item: item.path not in long_files)  # stable: files stay whole
 
 
 def demo_config(root: Path, overrides: dict | None = None) -> Config:

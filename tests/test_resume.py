@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_training import run_python, tiny_config
+from tests.test_training import tiny_config
+from tests.test_training_options import run_python
 from transferlab.models import load_model
 from transferlab.training import train_phase
 from transferlab.training.state import PhaseLock, PhaseLockedError

@@ -53,7 +53,9 @@ def logits_view(model: keras.Model) -> keras.Model:
 
     Training fits this view so the loss reads the logits (see ``compile_model``).
     """
-    return keras.Model(model.inputs, logits_output(model), name=f"{model.name}_logits")
+    # model.input, not model.inputs: a dict of named inputs (fusion's "features" and
+    # "metadata") stays a dict, so the view takes the same batches as the model.
+    return keras.Model(model.input, logits_output(model), name=f"{model.name}_logits")
 
 
 def logits_output(model: keras.Model):
