@@ -94,7 +94,6 @@ def train(tmp_path: Path, name: str, images: Path, processes: int) -> Path:
     return root
 
 
-@pytest.mark.slow  # three JAX processes start, ~3 min on 2 cores; the shard test below is cheap
 def test_two_processes_train_like_one_on_disjoint_shares(tmp_path):
     """Two JAX processes on loopback end phase 1 with the one-process run's weights.
 
