@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from transferlab.cpu_kernels import VARIABLE, use_onednn
 from transferlab.import_hooks import FirstImport
 from transferlab.tf_logs import NOISE, filtered_stderr, quiet_tensorflow
 
@@ -47,3 +48,25 @@ def test_importing_tensorflow_through_transferlab_prints_no_noise():
     )
     assert result.returncode == 0, result.stderr
     assert not any(line in result.stderr for line in NOISE), result.stderr
+
+
+def test_transferlab_turns_onednn_on():
+    code = (
+        "import transferlab, tensorflow\n"
+        "from tensorflow.python.util import _pywrap_util_port\n"
+        "print(_pywrap_util_port.IsMklEnabled())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == "True"
+
+
+def test_a_onednn_choice_of_the_user_is_kept(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setenv(VARIABLE, "0")
+    use_onednn()
+    assert os.environ[VARIABLE] == "0"
+    monkeypatch.delenv(VARIABLE)
+    use_onednn()
+    assert os.environ[VARIABLE] == "1"

@@ -8,11 +8,14 @@ Keras is loaded (see ``register_keras_objects``).
 import sys
 
 from transferlab.config import Config, ConfigError, load_config
+from transferlab.cpu_kernels import use_onednn
 from transferlab.import_hooks import on_first_import
 from transferlab.tf_logs import quiet_tensorflow
 
 # TensorFlow's C++ start-up lines read as errors; hide them before anything imports it.
 quiet_tensorflow()
+# Its fast CPU kernels on every x86 CPU, not only AVX-512 ones (see cpu_kernels).
+use_onednn()
 
 __version__ = "0.1.0"
 __all__ = ["Config", "ConfigError", "load_config", "__version__"]
