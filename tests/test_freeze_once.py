@@ -58,7 +58,7 @@ def test_the_model_splits_before_its_first_trainable_layer(tmp_path):
 def test_cached_phase2_matches_end_to_end_and_resumes(tmp_path, monkeypatch):
     """Phase 2 from conv5 on conv4's float16 cache (on disk, interrupted and resumed)
     against end to end from the same phase 1 model: the same validation metrics."""
-    monkeypatch.setattr(features_module, "MEMORY_SHARE", 0.0)  # force the on-disk cache
+    monkeypatch.setattr(features_module, "memory_budget", lambda: 0)  # force the on-disk cache
     cfg = small_config(tmp_path)
     train_phase(cfg, "phase1")
     with ctrl_c_at_epoch(2):

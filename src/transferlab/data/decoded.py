@@ -2,11 +2,11 @@
 
 The first pass over an image reads it with the one reader (``read_image``); every later
 pass (training's epochs after the first, validation, evaluation, TTA, calibration) takes
-the kept uint8 pixels. They are kept in memory when the dataset fits in a quarter of the
-machine's memory, else in a file under the dataset's outputs (``outputs/splits/<dataset>/
-decoded/``), which later processes reuse. A cache is keyed on every file's path, size and
-modification time and on the target size, so a changed, added or removed file gives a new
-cache and the old one is deleted.
+the kept uint8 pixels. They are kept in memory when the dataset fits in the memory budget
+(``data.caching``: a quarter of the memory available), else in a file under the dataset's
+outputs (``outputs/splits/<dataset>/decoded/``), which later processes reuse. A cache is
+keyed on every file's path, size and modification time and on the target size, so a
+changed, added or removed file gives a new cache and the old one is deleted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.core import DataError
+from transferlab.data.caching import images_digest, memory_budget
+from transferlab.data.dataset import ImageDataset
 from transferlab.data.images import read_image
 
 # Memory caches of this process, most recently used last, keyed like the files.
@@ -27,23 +28,10 @@ MEMORY: OrderedDict[str, DecodedImages] = OrderedDict()
 DISK: dict[str, DecodedImages] = {}
 
 
-def memory_budget() -> int:
-    """Bytes of decoded images this process keeps in memory: a quarter of physical memory."""
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-
-
-def cache_key(paths, size: int) -> str:
+def cache_key(dataset: ImageDataset, size: int) -> str:
     """A digest of every file's path, byte size and modification time, and the target size."""
     digest = hashlib.sha1(f"{size}\n".encode())
-    for path in paths:
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            raise DataError(
-                f"image file {path} was listed when the dataset was loaded but is gone now; "
-                "put it back or load the dataset again"
-            ) from None
-        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    digest.update(images_digest(dataset).encode())
     return digest.hexdigest()[:20]
 
 
@@ -98,13 +86,15 @@ class DecodedImages:
         return image
 
 
-def decoded_images(paths, size: int, directory: Path | None) -> DecodedImages | None:
-    """The cache of ``paths`` at ``size``: this process's, in memory if it fits, else on disk.
+def decoded_images(dataset: ImageDataset, size: int) -> DecodedImages | None:
+    """The cache of a file dataset's images at ``size``: this process's, in memory if it
+    fits, else on disk under ``dataset.cache_dir``.
 
-    None when it fits in neither (too large for memory and no ``directory``): the
+    None when it fits in neither (too large for memory and no ``cache_dir``): the
     pipeline then decodes on every pass, as without a cache.
     """
-    key = cache_key(paths, size)
+    paths = dataset.table["path"].to_numpy().astype(str)
+    key = cache_key(dataset, size)
     if key in MEMORY:
         MEMORY.move_to_end(key)
         return MEMORY[key]
@@ -119,7 +109,7 @@ def decoded_images(paths, size: int, directory: Path | None) -> DecodedImages | 
         while sum(c.nbytes for c in MEMORY.values()) > budget:
             MEMORY.popitem(last=False)
         return cache
-    if directory is None:
+    if dataset.cache_dir is None:
         return None
-    DISK[key] = DecodedImages(paths, size, key, Path(directory))
+    DISK[key] = DecodedImages(paths, size, key, Path(dataset.cache_dir))
     return DISK[key]

@@ -10,6 +10,8 @@ preprocessing are layers inside the model, so a saved model takes raw pixels.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -67,10 +69,9 @@ def make_tf_dataset(
     else:
         # Row numbers, not pixels, are shuffled and sliced: pixels are read batch by batch,
         # decoded on their first pass and taken from the cache on every later one.
-        paths = dataset.table["path"].to_numpy().astype(str)
-        cache = decoded_images(paths, input_size, dataset.cache_dir)
+        cache = decoded_images(dataset, input_size)
         if cache is None:
-            images = paths[rows]
+            images = dataset.table["path"].to_numpy().astype(str)[rows]
             read = on_image(lambda path: decode_file(path, input_size), bool(side))
         else:
             images = rows.astype(np.int64)
@@ -203,7 +204,7 @@ def batches_for_replicas(
     size = max(replicas, min(batch_size, count) // replicas * replicas)
     remainder = count % size
     if remainder == 0 or remainder >= replicas:
-        return ds.unbatch().batch(size).prefetch(tf.data.AUTOTUNE)
+        return with_batch_count(ds.unbatch().batch(size), math.ceil(count / size))
     # The last full batch and the remainder become two batches of at least `replicas`
     # (one when that is all there is).
     tail = size + remainder
@@ -217,7 +218,17 @@ def batches_for_replicas(
     combined = parts[0]
     for part in parts[1:]:
         combined = combined.concatenate(part)
-    return combined.prefetch(tf.data.AUTOTUNE)
+    return with_batch_count(combined, head // size + (1 if first else 0) + 1)
+
+
+def with_batch_count(ds: tf.data.Dataset, batches: int) -> tf.data.Dataset:
+    """``ds``, telling tf.data (and so Keras) that it holds ``batches`` batches.
+
+    ``unbatch`` leaves the count unknown; Keras's JAX trainer then reads until the data
+    runs out and warns "Your input ran out of data" at every validation pass.
+    """
+    counted = ds.apply(tf.data.experimental.assert_cardinality(batches))
+    return counted.prefetch(tf.data.AUTOTUNE)
 
 
 def labels_of(dataset: ImageDataset, split: pd.DataFrame) -> np.ndarray:

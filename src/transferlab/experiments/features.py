@@ -21,12 +21,14 @@ import pandas as pd
 
 from transferlab.config import Config
 from transferlab.data import ImageDataset, load_dataset, prepare_splits
-from transferlab.data.pipeline import input_size_for, make_tf_dataset, side_arrays
+from transferlab.data.caching import images_digest
+from transferlab.data.pipeline import input_size_for, side_arrays
 from transferlab.data.side import side_input_names
 from transferlab.models import build_head_model, build_model
-from transferlab.progress import PredictProgress, say
+from transferlab.models.split import HEAD_CUT, prefix_model
+from transferlab.progress import say
 from transferlab.runs import atomic_path
-from transferlab.training.features import column_stats
+from transferlab.training.features import cache_prefix_table, column_stats
 from transferlab.training.optim import class_weights, compile_model, make_optimizer
 
 SPLITS = ("train", "val", "test")
@@ -73,14 +75,16 @@ def backbone_features(cfg: Config, splits: tuple[str, ...] = SPLITS) -> FeatureT
     )
     rows = dataset.rows(table["sample_id"])
     size = input_size_for(cfg, dataset)
-    path = feature_cache_path(cfg, table, size)
+    images = images_digest(dataset, rows)
+    path = feature_cache_path(cfg, table, size, images)
     if path.is_file():
         features = np.load(path)["features"]
     else:
         features = compute_features(cfg, dataset, table, size)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, features=features)
+            # The images' digest goes with them: data health reads only current features.
+            np.savez(f, features=features, images=np.array(images))
     return FeatureTable(
         sample_ids=table["sample_id"].to_numpy(),
         labels=dataset.table["label"].to_numpy()[rows].astype(int),
@@ -94,8 +98,10 @@ def backbone_features(cfg: Config, splits: tuple[str, ...] = SPLITS) -> FeatureT
     )
 
 
-def feature_cache_path(cfg: Config, table: pd.DataFrame, size: int) -> Path:
-    """``outputs/features/<experiment>_<key>.npz``: the key covers all that shapes a feature."""
+def feature_cache_path(cfg: Config, table: pd.DataFrame, size: int, images: str) -> Path:
+    """``outputs/features/<experiment>_<key>.npz``: the key covers all that shapes a feature,
+    the images included (``images``: their ``images_digest``, so an image replaced under
+    the same name is a new key)."""
     model = cfg.model
     weights = model.weights
     if Path(weights).is_file():
@@ -110,6 +116,7 @@ def feature_cache_path(cfg: Config, table: pd.DataFrame, size: int) -> Path:
         "input_size": size,
         "samples": table["sample_id"].astype(str).tolist(),
         "splits": table["split"].tolist(),
+        "images": images,
     }
     key = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
     return Path(cfg.output_dir) / "features" / f"{cfg.experiment}_{key[:16]}.npz"
@@ -118,17 +125,14 @@ def feature_cache_path(cfg: Config, table: pd.DataFrame, size: int) -> Path:
 def compute_features(
     cfg: Config, dataset: ImageDataset, table: pd.DataFrame, size: int
 ) -> np.ndarray:
-    """One backbone pass over ``table``'s images, seeded as phase 1 builds its model."""
+    """One backbone pass over ``table``'s images, seeded as phase 1 builds its model: the
+    frozen prefix up to the pooled features, computed as phase 1 caches them."""
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg, dataset.num_classes, size)
-    extractor = keras.Model(model.input, model.get_layer("head_pool").output)
-    names = side_input_names(cfg) if cfg.model.inputs == "roi" else ()
-    batch = cfg.train.batch_size
-    images = make_tf_dataset(dataset, table, batch, size, side_names=names)
-    images = images.map(lambda x, y: x)
     say(f"backbone features of {len(table)} images, computed once (cached under outputs/)")
-    watch = PredictProgress(len(table), "backbone features")
-    return extractor.predict(images, verbose=0, callbacks=[watch]).astype(np.float32)
+    prefix = prefix_model(model, HEAD_CUT)
+    cache = cache_prefix_table(prefix, HEAD_CUT, dataset, table, size, cfg, "features")
+    return np.asarray(cache.outputs, dtype=np.float32)
 
 
 def head_config(cfg: Config, **settings) -> Config:

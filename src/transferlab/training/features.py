@@ -3,7 +3,7 @@ statistics fusion models carry.
 
 A phase whose first trainable layer comes after frozen backbone layers (and whose images
 do not change between epochs) runs that frozen prefix once per image. Its outputs are
-kept in memory when they take at most ``MEMORY_SHARE`` of the available memory, else in a
+kept in memory when they fit in the memory budget (``data.caching``), else in a
 .npy file under ``<output_dir>/cache/<experiment>/``, named by a key of the data, the
 prefix's weights and the split, so that any change of those computes them again.
 
@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from transferlab.config import Config
 from transferlab.data import ImageDataset, Splits
+from transferlab.data.caching import images_digest, memory_budget
 from transferlab.data.pipeline import feature_dataset, make_tf_dataset
 from transferlab.data.side import side_input_names
 from transferlab.models.split import HEAD_CUT
@@ -83,10 +84,6 @@ def stats_of(model: keras.Model) -> dict | None:
     return {"mean": layer.mean, "variance": layer.variance}
 
 
-# At most this share of the available memory holds the prefix outputs; larger go to disk.
-MEMORY_SHARE = 0.25
-
-
 @dataclass
 class PrefixCache:
     """The frozen prefix's outputs for the train split's rows, then the val split's."""
@@ -105,15 +102,27 @@ def cache_prefix(
     A cache file with the same key (an interrupted run's, or an earlier run's of the same
     data and prefix) is opened instead of computing again.
     """
-    started = time.perf_counter()
     both = pd.concat([splits.train, splits.val])
-    key = cache_key(prefix, cut, dataset, both, size)
+    return cache_prefix_table(prefix, cut, dataset, both, size, cfg, phase)
+
+
+def cache_prefix_table(
+    prefix: keras.Model, cut: str, dataset, table: pd.DataFrame, size: int, cfg: Config, phase: str
+) -> PrefixCache:
+    """Run ``prefix`` (ending at layer ``cut``) once over ``table``'s images, in its order.
+
+    ``phase`` names the progress bar and the cache file (one file per phase is kept).
+    """
+    started = time.perf_counter()
+    key = cache_key(prefix, cut, dataset, table, size)
     dtype = np.float32 if cut == HEAD_CUT else np.float16
     try:
-        outputs, where = store_prefix(prefix, cut, dataset, both, size, cfg, phase, key, dtype)
+        outputs, where = store_prefix(prefix, cut, dataset, table, size, cfg, phase, key, dtype)
     except Float16Overflow:
         say(f"{phase}: {cut}'s outputs exceed float16's range; they are kept in float32")
-        outputs, where = store_prefix(prefix, cut, dataset, both, size, cfg, phase, key, np.float32)
+        outputs, where = store_prefix(
+            prefix, cut, dataset, table, size, cfg, phase, key, np.float32
+        )
     return PrefixCache(outputs, key, where, time.perf_counter() - started)
 
 
@@ -125,7 +134,7 @@ def store_prefix(prefix, cut, dataset, table, size, cfg, phase, key, dtype):
     """The prefix outputs of ``table``'s images in memory or in a .npy file, and where."""
     shape = (len(table), *prefix.output.shape[1:])
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-    if nbytes <= MEMORY_SHARE * available_memory():
+    if nbytes <= memory_budget():
         outputs = np.empty(shape, dtype)
         run_prefix(prefix, dataset, table, size, cfg, phase, outputs)
         return outputs, "memory"
@@ -183,25 +192,8 @@ def cache_key(prefix: keras.Model, cut: str, dataset, table: pd.DataFrame, size:
     rows = dataset.rows(table["sample_id"])
     columns = [c for c in ("sample_id", "path", "label") if c in dataset.table]
     digest.update(dataset.table[columns].iloc[rows].to_csv(index=False).encode())
-    if dataset.in_memory:
-        digest.update(np.ascontiguousarray(dataset.images[rows]).tobytes())
-    else:
-        for path in dataset.table["path"].iloc[rows]:
-            stat = Path(path).stat()
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update(images_digest(dataset, rows).encode())
     return digest.hexdigest()[:16]
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (MemAvailable on Linux)."""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    import os
-
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def cached_datasets(

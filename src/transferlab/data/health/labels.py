@@ -29,10 +29,14 @@ def newest_oof_file(output_dir: str | Path, experiment: str) -> Path | None:
     return found[-1] if found else None
 
 
-def newest_features_file(output_dir: str | Path, experiment: str, rows: int) -> Path | None:
+def newest_features_file(
+    output_dir: str | Path, experiment: str, rows: int, images: str | None = None
+) -> Path | None:
     """The newest ``outputs/features/<experiment>_<key>.npz`` holding ``rows`` feature rows.
 
-    Its rows follow the train, val and test splits' order (experiments.features).
+    Its rows follow the train, val and test splits' order (experiments.features). A file
+    that records another ``images`` digest (``data.caching.images_digest``) is of images
+    since replaced, and is passed over.
     """
     candidates = sorted(
         Path(output_dir, "features").glob(f"{experiment}_*.npz"),
@@ -41,8 +45,11 @@ def newest_features_file(output_dir: str | Path, experiment: str, rows: int) -> 
     )
     for path in candidates:
         with np.load(path) as data:
-            if "features" in data and len(data["features"]) == rows:
-                return path
+            if "features" not in data or len(data["features"]) != rows:
+                continue
+            if images is not None and "images" in data and str(data["images"]) != images:
+                continue
+            return path
     return None
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from transferlab.config import Config
 from transferlab.data import ImageDataset, load_dataset, prepare_splits
+from transferlab.data.caching import images_digest
 from transferlab.data.health.duplicates import (
     audit_near_duplicates,
     split_table,
@@ -77,7 +78,8 @@ def data_health(cfg: Config) -> HealthResult:
     dataset = load_dataset(cfg)
     splits = prepare_splits(cfg, dataset)
     table = split_table(dataset, splits)
-    features_path = newest_features_file(cfg.output_dir, cfg.experiment, len(table))
+    images = images_digest(dataset, dataset.rows(table["sample_id"]))
+    features_path = newest_features_file(cfg.output_dir, cfg.experiment, len(table), images)
     features = np.load(features_path)["features"] if features_path else None
     h = cfg.health
     block = audit_near_duplicates(
