@@ -17,9 +17,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.conftest import ROOT, demo_config, write_image
 from transferlab.data import load_dataset, prepare_splits
+from transferlab.data.pipeline import batches_for_replicas
 from transferlab.launch import launch, process_environments
 from transferlab.runs import read_metrics
 from transferlab.training.distributed import (
@@ -288,6 +290,18 @@ def test_each_process_decodes_its_own_half_of_every_batch(tmp_path, monkeypatch)
     mine, theirs = set(read_first), set(read_second)
     assert len(read_first) == len(mine) == len(theirs) == GLOBAL_BATCH and not mine & theirs
     assert len(mine | theirs) == len(split)  # together, the epoch covers the split
+
+
+def test_validation_batches_for_several_devices_say_how_many_they_are():
+    """Keras's JAX trainer reads batches of unknown count to their end and warns "Your
+    input ran out of data" at every validation pass; re-batched for the devices (which
+    unbatches), the count is known and true."""
+    for count in (6, 15, 16, 17, 33):
+        for replicas in (2, 3, 4):
+            batches = batches_for_replicas(
+                tf.data.Dataset.range(count).batch(16), count, 16, replicas
+            )
+            assert int(batches.cardinality()) == len(list(batches)), (count, replicas)
 
 
 def test_each_process_gets_the_coordinator_its_count_and_its_own_id():
