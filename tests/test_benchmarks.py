@@ -279,3 +279,17 @@ def test_health_speed_times_near_duplicates_and_scores_label_errors(bench):
     assert result["recall"] >= 0.95 and result["wrong_share"] <= 0.01
     assert result["label_errors"]["flipped"] == 20 and result["label_errors"]["recall"] > 0.5
     assert "## 9. Data health" in bench["summary"].read_text()
+
+
+def test_backends_table_pairs_epochs_and_judges_the_widest_gap():
+    from transferlab.benchmarks.backends import side_by_side, verdict
+
+    tf_rows = pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": [0.80, 0.85, 0.90]})
+    jax_rows = pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.82, 0.90]})
+    table = side_by_side({"tensorflow": tf_rows, "jax": jax_rows}, "phase1")
+    # Epoch 3 ran under one backend only (early stopping): it is not compared.
+    assert table["epoch"].tolist() == [1, 2]
+    assert table["difference"].round(4).tolist() == [0.02, 0.05]
+    text = verdict(table)
+    assert "widest gap 0.0500" in text and "NOT met" in text
+    assert "met" in verdict(table[table["epoch"] == 1]) and "NOT" not in verdict(table[:1])
