@@ -27,6 +27,9 @@ METHOD = """## Method
   to `none`; speed does not depend on weight values) and synthetic images. The config
   (`make bench`'s default is `configs/cifar10_resnet50.yaml`) gives the model and
   `bench.*` the sizes; its dataset is never loaded.
+- TensorFlow runs with oneDNN's CPU kernels: `import transferlab` sets
+  `TF_ENABLE_ONEDNN_OPTS=1` unless it is set (docs/troubleshooting.md). Without them, on
+  this CPU, phase 2's conv5 gradients were several times slower in both arms.
 - Every figure is the median of `bench.repeats` timed runs, with the min and max in
   brackets. Model steps get one untimed warm-up call first (tracing and compiling).
 - **Frozen phase**: `train_phase(cfg, "phase1")`, the product's own phase 1 (checkpoints,
@@ -446,8 +449,8 @@ SECTIONS = {
     "lr_find_speed": lr_find_section,
     "sweep_speed": sweep_section,
     "health_speed": health_section,
-    "phase2_cached": phase2_section,
     "decode_speed": decode_section,
+    "phase2_cached": phase2_section,
 }
 ORDER = list(SECTIONS)
 
