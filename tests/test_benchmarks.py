@@ -281,15 +281,25 @@ def test_health_speed_times_near_duplicates_and_scores_label_errors(bench):
     assert "## 9. Data health" in bench["summary"].read_text()
 
 
-def test_backends_table_pairs_epochs_and_judges_the_widest_gap():
-    from transferlab.benchmarks.backends import side_by_side, verdict
+def test_backends_summary_compares_mean_best_accuracy_over_seeds():
+    from transferlab.benchmarks.backends import best_accuracy, summarize, verdict
 
-    tf_rows = pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": [0.80, 0.85, 0.90]})
-    jax_rows = pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.82, 0.90]})
-    table = side_by_side({"tensorflow": tf_rows, "jax": jax_rows}, "phase1")
-    # Epoch 3 ran under one backend only (early stopping): it is not compared.
-    assert table["epoch"].tolist() == [1, 2]
-    assert table["difference"].round(4).tolist() == [0.02, 0.05]
-    text = verdict(table)
-    assert "widest gap 0.0500" in text and "NOT met" in text
-    assert "met" in verdict(table[table["epoch"] == 1]) and "NOT" not in verdict(table[:1])
+    rows = pd.DataFrame({"val_macro_f1": [0.5, 0.9, 0.7], "val_accuracy": [0.6, 0.85, 0.95]})
+    # The best epoch by the monitor, not the highest accuracy.
+    assert best_accuracy(rows, "val_macro_f1") == 0.85
+    results = pd.DataFrame(
+        {
+            "seed": [1, 1, 2, 2, 1, 1, 2, 2],
+            "phase": ["phase1"] * 4 + ["phase2"] * 4,
+            "backend": ["tensorflow", "jax"] * 4,
+            "best_val_accuracy": [0.90, 0.87, 0.92, 0.90, 0.90, 0.95, 0.92, 0.97],
+        }
+    )
+    summary = summarize(results).set_index("phase")
+    assert summary.loc["phase1", "difference"] == pytest.approx(-0.025)
+    assert summary.loc["phase2", "difference"] == pytest.approx(0.05)
+    assert summary.loc["phase1", "tensorflow_sd"] == pytest.approx(0.0141, abs=1e-4)
+    text = verdict(summary.reset_index())
+    assert "phase1: best val accuracy over 2 seed(s)" in text
+    assert "-0.0250 (goal within 0.03: met)" in text
+    assert "+0.0500 (goal within 0.03: NOT met)" in text

@@ -2,12 +2,15 @@
 
     .venv/bin/python -m transferlab.benchmarks.backends --config configs/demo.yaml
 
-Both backends train phase 1 from one weights file (a random-init backbone draws other
-numbers under each backend, so the file is written once and set as ``model.weights``),
+Per seed, both backends train phase 1 from one backbone weights file (a random-init
+backbone draws other numbers under each backend, so the file is written once and set as
+``model.weights``; the head and dropout still draw from each backend's own generator),
 then phase 2 from one phase 1 model (TensorFlow's), so phase 2's comparison does not
-carry phase 1's difference. Each phase runs in its own process (a process has one Keras
-backend), under ``<output_dir>/backends/``. The table (phase, epoch, validation accuracy
-under each backend, difference) goes to ``backends.csv`` there and to the terminal.
+carry phase 1's difference. A phase's result is its validation accuracy at its best epoch
+(by ``train.monitor``). One run per backend differs by the chance of its draws, so the
+comparison is of means over ``--seeds`` seeds. Each phase runs in its own process (a
+process has one Keras backend), under ``<output_dir>/backends/``: every run's row in
+``backends.csv``, the means in ``backends_summary.csv``, and a verdict in the terminal.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ GOAL = 0.03
 
 
 def backend_config(cfg: Config, work: Path, backend: str, weights: Path) -> Config:
-    """``cfg`` under ``work``, as experiment ``backends_<backend>``, from ``weights``."""
+    """``cfg`` under ``work``, as experiment ``backends_<backend>_s<seed>``, from ``weights``."""
     run = copy.deepcopy(cfg)
-    run.experiment = f"backends_{backend}"
+    run.experiment = f"backends_{backend}_s{cfg.seed}"
     run.output_dir = str(work / "outputs")
     run.models_dir = str(work / "models")
     run.checkpoints_dir = str(work / "checkpoints")
@@ -43,10 +46,13 @@ def backend_config(cfg: Config, work: Path, backend: str, weights: Path) -> Conf
 
 def write_start_weights(cfg: Config, path: Path) -> Path:
     """The backbone's weights as ``cfg`` builds them (random when model.weights is none)."""
+    import keras
+
     from transferlab.models.backbones import build_backbone
 
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
+        keras.utils.set_random_seed(cfg.seed)
         backbone = build_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.image_size)
         backbone.save_weights(path)
     return path
@@ -73,38 +79,74 @@ def share_phase1(source: Config, target: Config) -> None:
     shutil.copy2(here.state, there.state)
 
 
-def side_by_side(rows: dict[str, pd.DataFrame], phase: str) -> pd.DataFrame:
-    """Validation accuracy per epoch under each backend, and JAX minus TensorFlow."""
-    columns = {b: rows[b].set_index("epoch")["val_accuracy"] for b in BACKENDS}
-    table = pd.DataFrame(columns).dropna().reset_index()
-    table.insert(0, "phase", phase)
-    table["difference"] = table["jax"] - table["tensorflow"]
-    return table
+def best_accuracy(rows: pd.DataFrame, monitor: str) -> float:
+    """Validation accuracy at the run's best epoch by ``monitor``: what the phase gives."""
+    return float(rows.loc[rows[monitor].idxmax(), "val_accuracy"])
 
 
-def compare_backends(cfg: Config, work: Path) -> pd.DataFrame:
-    """Phase 1 from the same weights and phase 2 from the same phase 1, per backend."""
-    weights = write_start_weights(cfg, work / f"{cfg.model.backbone}_start.weights.h5")
+def compare_seed(cfg: Config, work: Path) -> list[dict]:
+    """Phase 1 from the same backbone weights and phase 2 from the same phase 1 model
+    (TensorFlow's), under each backend, for ``cfg.seed``: one row per phase and backend."""
+    weights = write_start_weights(cfg, work / f"{cfg.model.backbone}_s{cfg.seed}.weights.h5")
     runs = {b: backend_config(cfg, work, b, weights) for b in BACKENDS}
-    phase1 = {b: train(runs[b], "phase1", b, work) for b in BACKENDS}
-    share_phase1(runs["tensorflow"], runs["jax"])  # JAX's phase 2 starts from TF's phase 1
-    phase2 = {b: train(runs[b], "phase2", b, work) for b in BACKENDS}
-    table = pd.concat([side_by_side(phase1, "phase1"), side_by_side(phase2, "phase2")])
-    table.to_csv(work / "backends.csv", index=False)
-    return table
+    results = []
+    for phase in ("phase1", "phase2"):
+        if phase == "phase2":
+            share_phase1(runs["tensorflow"], runs["jax"])
+        for backend in BACKENDS:
+            rows = train(runs[backend], phase, backend, work)
+            results.append(
+                {
+                    "seed": cfg.seed,
+                    "phase": phase,
+                    "backend": backend,
+                    "epochs": len(rows),
+                    "best_val_accuracy": best_accuracy(rows, cfg.train.monitor),
+                    "val_accuracy_by_epoch": ";".join(f"{v:.4f}" for v in rows["val_accuracy"]),
+                }
+            )
+    return results
 
 
-def verdict(table: pd.DataFrame) -> str:
-    """Per phase: the largest per-epoch gap and the last epoch's, against the goal."""
+def compare_backends(cfg: Config, work: Path, seeds: list[int]) -> pd.DataFrame:
+    """Every seed's runs under both backends; written to ``backends.csv`` as they finish."""
+    results = []
+    for seed in seeds:
+        seeded = copy.deepcopy(cfg)
+        seeded.seed = seed
+        results += compare_seed(seeded, work)
+        pd.DataFrame(results).to_csv(work / "backends.csv", index=False)
+    return pd.DataFrame(results)
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Per phase: each backend's mean and spread of the best val accuracy over seeds, and
+    the difference of the means (JAX minus TensorFlow)."""
+    table = results.pivot_table(
+        index="phase", columns="backend", values="best_val_accuracy", aggfunc=["mean", "std"]
+    )
+    summary = pd.DataFrame(
+        {
+            "seeds": results.groupby("phase")["seed"].nunique(),
+            "tensorflow_mean": table[("mean", "tensorflow")],
+            "jax_mean": table[("mean", "jax")],
+            "tensorflow_sd": table[("std", "tensorflow")],
+            "jax_sd": table[("std", "jax")],
+        }
+    )
+    summary["difference"] = summary["jax_mean"] - summary["tensorflow_mean"]
+    summary["goal_met"] = summary["difference"].abs() <= GOAL
+    return summary.reset_index()
+
+
+def verdict(summary: pd.DataFrame) -> str:
     lines = []
-    for phase, part in table.groupby("phase"):
-        widest = part["difference"].abs().max()
-        last = part.iloc[-1]
-        met = "met" if widest <= GOAL else "NOT met"
+    for row in summary.itertuples():
+        met = "met" if row.goal_met else "NOT met"
         lines.append(
-            f"{phase}: {len(part)} epochs; last epoch val accuracy TensorFlow "
-            f"{last['tensorflow']:.4f}, JAX {last['jax']:.4f}; widest gap {widest:.4f} "
-            f"(goal at most {GOAL}: {met})"
+            f"{row.phase}: best val accuracy over {row.seeds} seed(s): TensorFlow "
+            f"{row.tensorflow_mean:.4f}, JAX {row.jax_mean:.4f}; difference "
+            f"{row.difference:+.4f} (goal within {GOAL}: {met})"
         )
     return "\n".join(lines)
 
@@ -113,6 +155,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--set", default="", help="overrides: 'phase1.epochs=3 seed=1'")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds: the config's and the next")
     args = parser.parse_args(argv)
     from transferlab.config.loading import parse_overrides
 
@@ -120,9 +163,11 @@ def main(argv=None) -> None:
     work = Path(cfg.output_dir) / "backends"
     if work.exists():
         shutil.rmtree(work)  # both backends from the same start, never a resumed half
-    table = compare_backends(cfg, work)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(verdict(table))
+    results = compare_backends(cfg, work, [cfg.seed + i for i in range(args.seeds)])
+    summary = summarize(results)
+    summary.to_csv(work / "backends_summary.csv", index=False)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(verdict(summary))
 
 
 if __name__ == "__main__":
