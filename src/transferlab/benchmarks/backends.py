@@ -34,12 +34,14 @@ GOAL = 0.03
 
 
 def backend_config(cfg: Config, work: Path, backend: str, weights: Path) -> Config:
-    """``cfg`` under ``work``, as experiment ``backends_<backend>_s<seed>``, from ``weights``."""
+    """``cfg`` under ``work/seed<seed>``, as experiment ``backends_<backend>``, from ``weights``."""
     run = copy.deepcopy(cfg)
-    run.experiment = f"backends_{backend}_s{cfg.seed}"
-    run.output_dir = str(work / "outputs")
-    run.models_dir = str(work / "models")
-    run.checkpoints_dir = str(work / "checkpoints")
+    run.experiment = f"backends_{backend}"
+    # A folder per seed: the seed also draws the splits, which a dataset's folder keeps.
+    seed_dir = work / f"seed{cfg.seed}"
+    run.output_dir = str(seed_dir / "outputs")
+    run.models_dir = str(seed_dir / "models")
+    run.checkpoints_dir = str(seed_dir / "checkpoints")
     run.model.weights = str(weights)
     return run
 
@@ -58,9 +60,9 @@ def write_start_weights(cfg: Config, path: Path) -> Path:
     return path
 
 
-def train(run: Config, phase: str, backend: str, work: Path) -> pd.DataFrame:
+def train(run: Config, phase: str, backend: str) -> pd.DataFrame:
     """One phase of ``run`` in a fresh process under ``backend``; its metrics rows."""
-    config = work / f"{run.experiment}.json"  # JSON is YAML too
+    config = Path(run.output_dir).parent / f"{run.experiment}.json"  # JSON is YAML too
     run.save(config)
     env = {**os.environ, "KERAS_BACKEND": backend}
     stage = "train-phase1" if phase == "phase1" else "train-phase2"
@@ -87,14 +89,14 @@ def best_accuracy(rows: pd.DataFrame, monitor: str) -> float:
 def compare_seed(cfg: Config, work: Path) -> list[dict]:
     """Phase 1 from the same backbone weights and phase 2 from the same phase 1 model
     (TensorFlow's), under each backend, for ``cfg.seed``: one row per phase and backend."""
-    weights = write_start_weights(cfg, work / f"{cfg.model.backbone}_s{cfg.seed}.weights.h5")
+    weights = write_start_weights(cfg, work / f"seed{cfg.seed}" / "backbone.weights.h5")
     runs = {b: backend_config(cfg, work, b, weights) for b in BACKENDS}
     results = []
     for phase in ("phase1", "phase2"):
         if phase == "phase2":
             share_phase1(runs["tensorflow"], runs["jax"])
         for backend in BACKENDS:
-            rows = train(runs[backend], phase, backend, work)
+            rows = train(runs[backend], phase, backend)
             results.append(
                 {
                     "seed": cfg.seed,
