@@ -123,6 +123,8 @@ def bench_config(root: Path):
             "bench.frozen_images": 8,
             "bench.frozen_image_size": 16,
             "bench.phase2_epochs": 2,
+            "bench.phase2_images": 8,
+            "bench.phase2_image_size": 16,
         },
     )
 
@@ -169,9 +171,16 @@ def test_bench_parts_flops_bare_fit_and_the_report(tmp_path):
             e2e,
             {**ratio_figure("speedup", e2e, cached, goal=2.0), "goal_met": True},
         ],
+        "epoch_split": [
+            figure(f"phase2_{arm}_epoch_{part}", "s", [seconds])
+            for arm, times in (("cached", (0.6, 0.1, 0.3)), ("end_to_end", (2.0, 0.5, 0.5)))
+            for part, seconds in zip(("steps", "validation", "commit"), times, strict=True)
+        ],
     }
     text = phase2_section(result)
     assert "| 1 [1-1] | 3 [3-3] | 3 [3-3]x |" in text and f"{flops['flop_limit']:.2f}x" in text
+    assert "| cached | 0.6 [0.6-0.6] | 0.1 [0.1-0.1] | 0.3 [0.3-0.3] |" in text
+    assert "| end to end | 2 [2-2] | 0.5 [0.5-0.5] | 0.5 [0.5-0.5] |" in text
 
 
 @pytest.mark.slow
@@ -184,3 +193,7 @@ def test_bench_times_phase2_cached_against_end_to_end(tmp_path):
     assert result["cut"] == "conv4_block2_out"
     assert ratio["median"] == pytest.approx(end_to_end["median"] / cached["median"])
     assert result["val_loss_gap"] < 1e-2
+    assert result["image_size"] == 16 and result["images"] == 8
+    # Each arm's steps, validation and epoch end, each a positive time.
+    assert len(result["epoch_split"]) == 6
+    assert all(row["min"] > 0 for row in result["epoch_split"])

@@ -175,8 +175,32 @@ def phase2_section(result: dict) -> str:
         f"{span(result['cache_s'])} s; the last epoch's validation losses of the two arms "
         f"differ by {result['val_loss_gap']:.2g}.",
         "",
+        *phase2_split_lines(result.get("epoch_split", [])),
     ]
     return "\n".join(lines)
+
+
+# EpochClock's parts of an epoch, in the order they run.
+PHASE_PARTS = ("steps", "validation", "commit")
+
+
+def phase2_split_lines(split: list[dict]) -> list[str]:
+    """Each arm's epoch in parts: the cache shrinks the steps and validation, not the
+    epoch's end (the checkpoint commit of what trains)."""
+    if not split:
+        return []
+    rows = {r["figure"]: r for r in split}
+    lines = [
+        "One epoch in parts (median epoch after the first, seconds):",
+        "",
+        "| arm | training steps | validation | epoch end (metrics row, checkpoint commit, logs) |",
+        "|---|---|---|---|",
+    ]
+    for arm, label in (("cached", "cached"), ("end_to_end", "end to end")):
+        cells = [span(rows[f"phase2_{arm}_epoch_{part}"]) for part in PHASE_PARTS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
 
 
 def hardware_section(result: dict) -> str:
