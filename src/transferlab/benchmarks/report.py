@@ -202,7 +202,6 @@ def phase2_split_lines(split: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-
 def hardware_section(result: dict) -> str:
     peak = result["peak_flops"]
     matmuls = [r for r in result["figures"] if r["figure"] == "matmul"]
