@@ -181,6 +181,12 @@ def test_bench_parts_flops_bare_fit_and_the_report(tmp_path):
     assert "| 1 [1-1] | 3 [3-3] | 3 [3-3]x |" in text and f"{flops['flop_limit']:.2f}x" in text
     assert "| cached | 0.6 [0.6-0.6] | 0.1 [0.1-0.1] | 0.3 [0.3-0.3] |" in text
     assert "| end to end | 2 [2-2] | 0.5 [0.5-0.5] | 0.5 [0.5-0.5] |" in text
+    assert "| end to end / cached | 3.33 [3.33-3.33]x | 5 [5-5]x | 1.67 [1.67-1.67]x |" in text
+    # End-to-end steps 2.0 s against 0.6 s cached: the prefix took 2.33x the cached steps.
+    predicted = flops["flop_limit"] - 1
+    assert f"here 2.33x the cached steps' time, where the FLOP count predicts {predicted:.2f}x" in (
+        text
+    )
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from transferlab.benchmarks.timing import ratio_figure
 from transferlab.runs import write_text
 
 GPU_PLACEHOLDER = """## GPU
@@ -175,7 +176,7 @@ def phase2_section(result: dict) -> str:
         f"{span(result['cache_s'])} s; the last epoch's validation losses of the two arms "
         f"differ by {result['val_loss_gap']:.2g}.",
         "",
-        *phase2_split_lines(result.get("epoch_split", [])),
+        *phase2_split_lines(result),
     ]
     return "\n".join(lines)
 
@@ -184,22 +185,41 @@ def phase2_section(result: dict) -> str:
 PHASE_PARTS = ("steps", "validation", "commit")
 
 
-def phase2_split_lines(split: list[dict]) -> list[str]:
-    """Each arm's epoch in parts: the cache shrinks the steps and validation, not the
-    epoch's end (the checkpoint commit of what trains)."""
-    if not split:
+def phase2_split_lines(result: dict) -> list[str]:
+    """Each arm's epoch in parts, end to end over cached per part, and the steps set
+    beside the FLOP limit (a model of the steps alone)."""
+    if not result.get("epoch_split"):
         return []
-    rows = {r["figure"]: r for r in split}
-    lines = [
+    rows = {r["figure"]: r for r in result["epoch_split"]}
+    parts = {
+        arm: [rows[f"phase2_{arm}_epoch_{part}"] for part in PHASE_PARTS]
+        for arm in ("cached", "end_to_end")
+    }
+    ratios = [
+        ratio_figure("part", e2e, cached)
+        for cached, e2e in zip(parts["cached"], parts["end_to_end"], strict=True)
+    ]
+    # End to end, a step is the prefix's forward pass plus the cached step.
+    steps_cached, steps_e2e = parts["cached"][0]["median"], parts["end_to_end"][0]["median"]
+    prefix_share = (steps_e2e - steps_cached) / steps_cached
+    flop_share = result["flop_limit"] - 1
+    per_flop = "slower" if prefix_share > flop_share else "faster"
+    return [
         "One epoch in parts (median epoch after the first, seconds):",
         "",
         "| arm | training steps | validation | epoch end (metrics row, checkpoint commit, logs) |",
         "|---|---|---|---|",
+        "| cached | " + " | ".join(span(r) for r in parts["cached"]) + " |",
+        "| end to end | " + " | ".join(span(r) for r in parts["end_to_end"]) + " |",
+        "| end to end / cached | " + " | ".join(f"{span(r)}x" for r in ratios) + " |",
+        "",
+        "The FLOP limit models the training steps alone. End to end, a step adds the frozen "
+        f"prefix's forward pass: here {prefix_share:.2f}x the cached steps' time, where the "
+        f"FLOP count predicts {flop_share:.2f}x, so per FLOP the prefix ran {per_flop} than "
+        "the suffix's training step. End to end, validation also runs the prefix and the "
+        "checkpoint also holds the frozen layers' weights; on the cache both skip them.",
+        "",
     ]
-    for arm, label in (("cached", "cached"), ("end_to_end", "end to end")):
-        cells = [span(rows[f"phase2_{arm}_epoch_{part}"]) for part in PHASE_PARTS]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
 
 
 def hardware_section(result: dict) -> str:
