@@ -456,12 +456,15 @@ def plan_freeze_once(cfg: Config, phase: str, full: keras.Model) -> FreezeOnce:
     cut = find_cut(full)
     if cut.layer is None:
         return FreezeOnce(phase, full, reason=f"nothing frozen to compute once ({cut.reason})")
-    # Split a copy: a suffix that takes the full model's own side inputs would leave the
-    # full model's graph unsaveable. The best checkpoint's weights go back onto ``full``.
-    model = keras.models.clone_model(full)
-    model.set_weights(full.get_weights())
     # Fusion's metadata and boxes join after the backbone, so the suffix takes them.
     side = side_input_names(cfg) if cfg.model.inputs == "fusion" else []
+    model = full
+    if side:
+        # Split a copy: a suffix taking the full model's own side inputs would leave the
+        # full model's graph unsaveable. The best checkpoint's weights go back onto ``full``.
+        # (Image-only models split ``full`` itself: cloning ResNet50 costs over a second.)
+        model = keras.models.clone_model(full)
+        model.set_weights(full.get_weights())
     inference = get_backbone(cfg.model.backbone).inference_mode
     suffix = suffix_model(model, cut.layer, side, inference)
     return FreezeOnce(phase, suffix, cut.layer, prefix_model(model, cut.layer))
