@@ -56,6 +56,9 @@ def test_a_replaced_image_gets_new_features_and_the_rest_come_from_the_cache(
 
     fixed = features_module.backbone_features(folder_cfg)
     assert computed == [36, 36]
+    # What k-fold records of its images changes with them (row 0 is a training image).
+    assert first.splits[row] == "train" and again.pool_images == first.pool_images
+    assert fixed.pool_images != first.pool_images
     assert not np.allclose(fixed.features[row], first.features[row])
     others = np.arange(len(first.features)) != row
     np.testing.assert_allclose(fixed.features[others], first.features[others], rtol=1e-6)

@@ -16,6 +16,7 @@ from scipy import stats
 
 from tests.conftest import demo_config, write_image
 from transferlab.data import load_dataset, prepare_splits
+from transferlab.data.caching import images_digest
 from transferlab.experiments.cv import CVError, assign_folds, cross_validate, mean_interval
 from transferlab.experiments.features import FeatureTable
 from transferlab.runs import find_runs, splits_dir
@@ -84,6 +85,10 @@ def test_oof_probabilities_one_row_per_image_and_the_metrics_agree(digits_cv):
     assert record["mean"]["accuracy"]["mean"] == pytest.approx(per_fold.mean())
     assert sum(f["n"] for f in record["per_fold"]) == len(oof) == record["images"]
     assert record["folds"] == K and record["grouped"] is False
+    # The images cross-validated, as data health checks them (train + val, in order).
+    cfg, _ = digits_cv
+    dataset = load_dataset(cfg)
+    assert record["images_digest"] == images_digest(dataset, dataset.rows(oof["sample_id"]))
 
 
 def test_the_page_figure_and_summary_line(digits_cv):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from transferlab.benchmarks.health import altered, textured
 from transferlab.data import DataError, load_dataset, prepare_splits
+from transferlab.data.caching import images_digest
 from transferlab.data.health.duplicates import (
     describe,
     image_descriptor,
@@ -243,6 +244,21 @@ def test_features_find_copies_the_pixels_cannot_and_rank_labels(planted):
     probabilities, source = out_of_fold(cfg, pool, None, ["c0", "c1"])
     assert source == f"k-fold run {cv_run.name}"
     assert (probabilities.argmax(axis=1) == pool["label"].to_numpy()).all()
+    # ... while its images are those of the pool now (cv.json's digest); a run of images
+    # replaced since (a fixed photo) is passed over, and the source says why.
+    dataset = load_dataset(cfg)
+    now = images_digest(dataset, dataset.rows(pool["sample_id"]))
+    (cv_run / "cv.json").write_text(json.dumps({"images_digest": now}))
+    assert out_of_fold(cfg, pool, None, ["c0", "c1"], now)[1] == f"k-fold run {cv_run.name}"
+    (cv_run / "cv.json").write_text(json.dumps({"images_digest": "another"}))
+    probabilities, source = out_of_fold(
+        cfg, pool, features[table["split"] != "test"], ["c0", "c1"], now
+    )
+    assert source == (
+        f"internal cross-validation on cached features (k-fold run {cv_run.name} is of "
+        "images replaced since)"
+    )
+    assert probabilities.shape == (len(pool), 2)
 
 
 def test_evaluate_reports_metrics_without_cross_split_copies(planted):

@@ -46,6 +46,9 @@ class FeatureTable:
     class_names: list[str]
     # Fusion inputs ("metadata", "boxes", "box_mask"), row-aligned; empty for images alone.
     side: dict[str, np.ndarray] = field(default_factory=dict)
+    # images_digest of the train and val rows, in table order: what k-fold runs over, so
+    # its files can say which images (by size and time) their probabilities are of.
+    pool_images: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -95,6 +98,7 @@ def backbone_features(cfg: Config, splits: tuple[str, ...] = SPLITS) -> FeatureT
         side=side_arrays(dataset, rows, side_input_names(cfg))
         if cfg.model.inputs == "fusion"
         else {},
+        pool_images=images_digest(dataset, rows[table["split"].isin(["train", "val"]).to_numpy()]),
     )
 
 

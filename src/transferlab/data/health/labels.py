@@ -11,6 +11,7 @@ Neither stage is imported: only their files are read.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,17 @@ def newest_oof_file(output_dir: str | Path, experiment: str) -> Path | None:
     """The newest ``outputs/runs/<ts>_<experiment>_cv/oof_probabilities.csv``, if any."""
     found = sorted(Path(output_dir, "runs").glob(f"*_{experiment}_cv/oof_probabilities.csv"))
     return found[-1] if found else None
+
+
+def recorded_images(oof_path: Path) -> str:
+    """The images digest the k-fold run beside ``oof_path`` recorded ("" if none: older)."""
+    summary = oof_path.parent / "cv.json"
+    if not summary.is_file():
+        return ""
+    try:
+        return str(json.loads(summary.read_text()).get("images_digest", ""))
+    except (json.JSONDecodeError, AttributeError):
+        return ""
 
 
 def newest_features_file(

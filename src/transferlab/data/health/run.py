@@ -29,6 +29,7 @@ from transferlab.data.health.labels import (
     oof_from_file,
     rank_label_issues,
     rank_outliers,
+    recorded_images,
 )
 from transferlab.data.health.page import (
     duplicate_rows,
@@ -89,8 +90,13 @@ def data_health(cfg: Config) -> HealthResult:
     groups = block["groups"]
 
     pool = table["split"].isin(["train", "val"]).to_numpy()
+    pool_images = images_digest(dataset, dataset.rows(table[pool]["sample_id"]))
     probabilities, source = out_of_fold(
-        cfg, table[pool], features[pool] if features is not None else None, dataset.class_names
+        cfg,
+        table[pool],
+        features[pool] if features is not None else None,
+        dataset.class_names,
+        pool_images,
     )
     issues = (
         rank_label_issues(table[pool], probabilities, dataset.class_names)
@@ -117,20 +123,28 @@ def record_near_duplicates(directory: Path, block: dict) -> None:
 
 
 def out_of_fold(
-    cfg: Config, pool: pd.DataFrame, features, class_names
+    cfg: Config, pool: pd.DataFrame, features, class_names, images: str = ""
 ) -> tuple[np.ndarray | None, str]:
-    """Out-of-fold probabilities of the train + val images, and where they came from."""
+    """Out-of-fold probabilities of the train + val images, and where they came from.
+
+    ``images``: the pool's ``images_digest``; a k-fold run that recorded another one was
+    of images replaced since (a fixed photo), and its probabilities are passed over.
+    """
     oof_path = newest_oof_file(cfg.output_dir, cfg.experiment)
+    stale = ""
     if oof_path is not None:
-        probabilities = oof_from_file(oof_path, pool, class_names)
-        if probabilities is not None:
-            return probabilities, f"k-fold run {oof_path.parent.name}"
+        if images and recorded_images(oof_path) not in ("", images):
+            stale = f" (k-fold run {oof_path.parent.name} is of images replaced since)"
+        else:
+            probabilities = oof_from_file(oof_path, pool, class_names)
+            if probabilities is not None:
+                return probabilities, f"k-fold run {oof_path.parent.name}"
     if features is not None:
         labels = pool["label"].to_numpy(int)
         return internal_oof(
             features, labels, cfg.seed
-        ), "internal cross-validation on cached features"
-    return None, "no k-fold run or cached features: run make cv (or make lr-find) first"
+        ), "internal cross-validation on cached features" + stale
+    return None, "no k-fold run or cached features: run make cv (or make lr-find) first" + stale
 
 
 def write_tables(result: HealthResult) -> None:

@@ -81,6 +81,7 @@ def cross_validate(cfg: Config) -> CVResult:
         groups=group_accuracy(oof, confidence) if grouped else None,
         phase2=phase2,
         phase2_oof=phase2_oof,
+        images_digest=table.pool_images,
     )
     result.figures = write_cv_files(cfg, result, time.perf_counter() - started)
     track_run(cfg, result.run_dir, "cv")

@@ -39,6 +39,9 @@ class CVResult:
     groups: pd.DataFrame | None = None  # per-group out-of-fold accuracy (grouped only)
     phase2: dict | None = None  # per-fold fine-tuning results (cv.phase2=true)
     phase2_oof: pd.DataFrame | None = None  # the fine-tuned models' out-of-fold table
+    # images_digest of the images cross-validated: data health passes over a run whose
+    # images were replaced since.
+    images_digest: str = ""
     figures: list[Path] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -96,6 +99,7 @@ def cv_record(cfg: Config, result: CVResult, spread: dict | None, seconds: float
         "group_column": cfg.data.group_column,
         "seed": cfg.seed,
         "images": len(result.oof),
+        "images_digest": result.images_digest,
         "test_split": "not used: cross-validation runs over train + val only",
         "training": {
             "phase1": "head on cached backbone features, phase1.epochs with no early stopping",
