@@ -10,13 +10,12 @@ epoch end (checkpoint commit), which does not shrink with the cache.
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
 import keras
 
-from transferlab.benchmarks.frozen import EpochClock, frozen_config
+from transferlab.benchmarks.frozen import EpochClock, frozen_config, steady
 from transferlab.benchmarks.hardware import count_flops
 from transferlab.benchmarks.pipeline import write_synthetic_folder
 from transferlab.benchmarks.timing import figure, ratio_figure
@@ -120,8 +119,3 @@ def phase2_cached(cfg: Config, work_dir: Path) -> dict:
         ],
         "measured_at": time.strftime("%Y-%m-%d %H:%M"),
     }
-
-
-def steady(seconds: list[float]) -> float:
-    """The median epoch after the first, which also traces the step functions."""
-    return statistics.median(seconds[1:] or seconds)

@@ -75,6 +75,11 @@ class EpochClock(keras.callbacks.Callback):
         }
 
 
+def steady(seconds: list[float]) -> float:
+    """The median epoch after the first, which also traces the step functions."""
+    return statistics.median(seconds[1:] or seconds)
+
+
 class StepClock(keras.callbacks.Callback):
     """Seconds of each epoch of a bare ``model.fit`` (no validation: steps only)."""
 
@@ -169,8 +174,7 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
         if cached and record_parts:
             # Steady state: the first epoch also traces the step and validation functions.
             for part, per_epoch in clock.parts().items():
-                steady = per_epoch[1:] or per_epoch
-                epoch_parts.setdefault(part, []).append(statistics.median(steady))
+                epoch_parts.setdefault(part, []).append(steady(per_epoch))
         return [
             {
                 "epochs": e,
@@ -194,7 +198,7 @@ def frozen_phase(cfg: Config, work_dir: Path, warmup: bool = True) -> dict:
             for cached in (True, False):
                 results += timed(bench.frozen_epochs, cached)
             bare_epochs = bare_head_fit(cfg, images, max(bench.frozen_epochs))
-            bare.append(statistics.median(bare_epochs[1:] or bare_epochs))
+            bare.append(steady(bare_epochs))
     finally:
         keras.config.enable_interactive_logging()
     figures = []

@@ -11,7 +11,6 @@ Neither stage is imported: only their files are read.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from transferlab.runs import read_json
 
 PROBABILITY_PREFIX = "prob_"
 
@@ -36,8 +37,8 @@ def recorded_images(oof_path: Path) -> str:
     if not summary.is_file():
         return ""
     try:
-        return str(json.loads(summary.read_text()).get("images_digest", ""))
-    except (json.JSONDecodeError, AttributeError):
+        return str(read_json(summary).get("images_digest", ""))
+    except (ValueError, AttributeError):  # unreadable: judged by its sample ids alone
         return ""
 
 
